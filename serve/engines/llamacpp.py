@@ -1,0 +1,171 @@
+"""llama.cpp engine on llama-cpp-python: the only module that imports `llama_cpp`.
+
+Loads a GGUF file and hands requests to a `BatchScheduler` thread that decodes many sequences
+together. Blocking work (loading, decoding) stays off the replica's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+from typing import List
+
+from serve.config import ModelConfig
+from serve.engines.base import EngineInfo, GenerationRequest, GenerationResult, PromptTooLong
+from serve.model_files import resolve_model_file
+
+log = logging.getLogger(__name__)
+
+
+_native_log_callback = None
+
+
+def _route_native_logs(llama_cpp) -> None:
+    """Send llama.cpp's own log lines to Python logging instead of stderr.
+
+    It logs hundreds of lines per context, many at WARN level, which would bury the job's output;
+    only its errors are worth a warning here.
+    """
+    global _native_log_callback
+    if _native_log_callback is not None:
+        return
+    native = logging.getLogger(__name__ + ".native")
+
+    @llama_cpp.llama_log_callback
+    def callback(level, text, _user_data):
+        native.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", text.decode("utf-8", "replace").rstrip())
+
+    _native_log_callback = callback  # llama.cpp keeps the pointer: keep the object alive
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp
+        from llama_cpp import _internals
+    except ImportError as e:
+        raise ImportError(
+            "the llama.cpp engine needs llama-cpp-python: pip install 'judgefleet[cpu]'"
+        ) from e
+    return llama_cpp, _internals
+
+
+class LlamaCppEngine:
+    backend = "llama.cpp"
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.info: EngineInfo | None = None
+        self._model = None
+        self._ctx = None
+        self._scheduler = None
+
+    async def start(self) -> EngineInfo:
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> EngineInfo:
+        from serve.engines.llamacpp_scheduler import BatchScheduler
+
+        llama_cpp, internals = _import_llama_cpp()
+        _route_native_logs(llama_cpp)
+        cfg = self.config
+        model_file = resolve_model_file(cfg.model)
+        threads = cfg.threads or os.cpu_count() or 1
+        mparams = internals.LlamaModel.default_params()
+        mparams.n_gpu_layers = 0
+        self._model = internals.LlamaModel(path_model=str(model_file.path), params=mparams, verbose=False)
+        cparams = internals.LlamaContext.default_params()
+        cparams.n_ctx = cfg.context_length * cfg.parallel
+        cparams.n_batch = cfg.batch_tokens + cfg.parallel
+        cparams.n_ubatch = cfg.batch_tokens + cfg.parallel
+        cparams.n_seq_max = cfg.parallel
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        # One KV buffer shared by all sequences, so seq_cp shares cells instead of copying.
+        cparams.kv_unified = True
+        # Sliding-window layers must keep every position, or a cached prefix could not be
+        # reused or shared (Gemma 3 uses a 512-token window in 5 of 6 layers).
+        cparams.swa_full = True
+        cparams.no_perf = True
+        self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=False)
+        self._scheduler = BatchScheduler(
+            self._model,
+            self._ctx,
+            parallel=cfg.parallel,
+            context_length=cfg.context_length,
+            batch_tokens=cfg.batch_tokens,
+        )
+        self._scheduler.start()
+        template = self._model.metadata().get("tokenizer.chat_template")
+        self.info = EngineInfo(
+            backend=self.backend,
+            model_file=model_file.path.name,
+            model_sha256=model_file.sha256,
+            context_length=cfg.context_length,
+            chat_template=template,
+        )
+        log.info("llama.cpp: %s loaded, %d slots x %d tokens", model_file.path.name, cfg.parallel, cfg.context_length)
+        return self.info
+
+    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
+        add_bos = add_special and self._model.add_bos_token()
+        return self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(self, tokens: List[int]) -> str:
+        return self._model.detokenize(tokens, special=True).decode("utf-8", "replace")
+
+    def bos_text(self) -> str:
+        """The BOS token as text, for chat templates that write it themselves."""
+        return self._model.token_get_text(self._model.token_bos())
+
+    def eos_text(self) -> str:
+        return self._model.token_get_text(self._model.token_eos())
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        from serve.engines.llamacpp_scheduler import Job
+
+        n_prompt = len(request.prompt_tokens)
+        if n_prompt == 0:
+            raise ValueError("the prompt is empty")
+        if n_prompt >= self.config.context_length:
+            raise PromptTooLong(
+                f"the prompt is {n_prompt} tokens; this model's context is "
+                f"{self.config.context_length} tokens per sequence, with room needed for the answer"
+            )
+        if request.n > self.config.parallel:
+            raise ValueError(
+                f"n={request.n} is more than this replica's {self.config.parallel} parallel "
+                f"sequences; ask for fewer samples per request or raise `parallel`"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def on_done(outcome) -> None:
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
+        job = Job(request=request, on_done=on_done)
+        self._scheduler.submit(job)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._scheduler.cancel(job)  # frees its sequences at the next decode step
+            raise
+
+    def stats(self) -> dict:
+        return self._scheduler.stats() if self._scheduler else {}
+
+    async def shutdown(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.stop)
+            self._scheduler = None
+
+
+def _settle(future: asyncio.Future, outcome) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

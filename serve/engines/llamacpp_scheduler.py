@@ -1,0 +1,382 @@
+"""Continuous batching over llama.cpp's low-level API, on one thread that owns the context.
+
+Why not `llama_cpp.Llama`: it decodes one sequence at a time, and its logprobs need
+`logits_all=True`, which keeps n_ctx x n_vocab floats (4 GB for Gemma's 262k vocabulary).
+
+How it works: the KV cache is split into `parallel` slots (llama.cpp sequence ids). Each
+iteration builds one llama_batch holding the next token of every decoding sequence plus a chunk
+of prompt tokens of sequences still in prefill, decodes it once, and samples every sequence that
+got logits. Requests join and leave between iterations. A finished slot keeps its KV, so a new
+prompt sharing a prefix with it (the same prompt again, or a shared task description) starts
+after that prefix; a prefix held by a busy slot is shared through `llama_memory_seq_cp`, which
+adds a sequence id to existing cells instead of copying data. The `n` samples of one request
+share one prefill: the prompt is evaluated once and forked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, List, Optional, Union
+
+import numpy as np
+
+from serve.engines.base import GenerationRequest, GenerationResult, Sample, TokenLogprobs
+
+log = logging.getLogger(__name__)
+
+_MASKED = -1e30  # a logit no sampler will pick; finite, so softmax never sees inf - inf
+
+
+@dataclass
+class _ChoiceNode:
+    """Trie over the token sequences of the allowed choices."""
+
+    children: Dict[int, "_ChoiceNode"] = field(default_factory=dict)
+    terminal: bool = False
+
+
+@dataclass(eq=False)
+class Job:
+    request: GenerationRequest
+    on_done: Callable[[Union[GenerationResult, BaseException]], None]
+    choice_trie: Optional[_ChoiceNode] = None
+    seqs: List["_Seq"] = field(default_factory=list)
+    cached_tokens: int = 0
+    cancelled: bool = False
+    finished: bool = False
+
+
+@dataclass(eq=False)
+class _Seq:
+    job: Job
+    index: int
+    slot: int
+    sampler: object
+    pending: List[int]  # tokens to feed next: the prompt remainder, then each sampled token
+    n_past: int  # position of pending[0]
+    forks: List["_Seq"] = field(default_factory=list)  # siblings waiting for this prefill
+    generated: int = 0
+    text: bytearray = field(default_factory=bytearray)
+    finish_reason: Optional[str] = None
+    logprobs: Optional[TokenLogprobs] = None
+    choice_node: Optional[_ChoiceNode] = None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.generated == 0 and len(self.pending) > 0
+
+
+def _common_prefix(a: List[int], b: List[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchScheduler:
+    """Owns a llama context; `submit` is thread-safe, everything else runs on the loop thread."""
+
+    def __init__(self, model, ctx, *, parallel: int, context_length: int, batch_tokens: int):
+        import llama_cpp
+
+        self._ll = llama_cpp
+        self._model = model
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx.ctx)
+        self._vocab = model.vocab
+        self.n_vocab = model.n_vocab()
+        self.parallel = parallel
+        self.context_length = context_length
+        self.batch_tokens = batch_tokens
+        self._batch = llama_cpp.llama_batch_init(batch_tokens + parallel, 0, 1)
+        self._slot_tokens: List[List[int]] = [[] for _ in range(parallel)]  # tokens whose KV each slot holds
+        self._owner: List[Optional[_Seq]] = [None] * parallel
+        self._pending: Deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
+        self._pieces: Dict[int, bytes] = {}
+
+    # -- called from other threads -------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        if job.request.params.choices:
+            job.choice_trie = self._choice_trie(job.request.params.choices)
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("the engine is shutting down")
+            self._pending.append(job)
+            self._cv.notify()
+
+    def cancel(self, job: Job) -> None:
+        with self._cv:
+            job.cancelled = True
+            self._cv.notify()
+
+    def stats(self) -> Dict[str, int]:
+        with self._cv:
+            return {
+                "waiting_requests": len(self._pending),
+                "busy_slots": sum(o is not None for o in self._owner),
+                "slots": self.parallel,
+            }
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout=30)
+        self._ll.llama_batch_free(self._batch)
+
+    # -- the decode loop ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopping and not self._pending and not self._active():
+                    self._cv.wait()
+                if self._stopping:
+                    break
+                self._drop_cancelled()
+                while self._pending and self._admit(self._pending[0]):
+                    self._pending.popleft()
+            if not self._active():
+                continue
+            try:
+                self._step()
+            except Exception as e:  # an engine failure fails the requests in flight, not the replica
+                log.exception("llama.cpp decode failed")
+                for job in {s.job for s in self._active()}:
+                    self._fail(job, e)
+        for job in list(self._pending) + [s.job for s in self._active()]:
+            self._fail(job, RuntimeError("the engine shut down"))
+
+    def _active(self) -> List[_Seq]:
+        return [s for s in self._owner if s is not None]
+
+    def _drop_cancelled(self) -> None:
+        for job in [j for j in self._pending if j.cancelled]:
+            self._pending.remove(job)
+        for seq in self._active():
+            if seq.job.cancelled:
+                self._release(seq)
+
+    def _admit(self, job: Job) -> bool:
+        """Give the job's samples their slots, reusing the longest cached prefix."""
+        if job.cancelled:
+            return True
+        free = [s for s in range(self.parallel) if self._owner[s] is None]
+        n = job.request.n
+        if len(free) < n:
+            return False
+        prompt = job.request.prompt_tokens
+        primary = max(free, key=lambda s: _common_prefix(self._slot_tokens[s], prompt))
+        reuse = _common_prefix(self._slot_tokens[primary], prompt)
+        source = primary
+        for s, owner in enumerate(self._owner):
+            if owner is not None:
+                shared = _common_prefix(self._slot_tokens[s], prompt)
+                if shared > reuse:
+                    source, reuse = s, shared
+        reuse = min(reuse, len(prompt) - 1)  # evaluate at least one token to get logits
+        if source == primary:
+            self._seq_rm(primary, reuse)
+        else:
+            self._seq_rm(primary, 0)
+            self._ll.llama_memory_seq_cp(self._mem, source, primary, 0, reuse)
+        self._slot_tokens[primary] = list(prompt[:reuse])
+        job.cached_tokens = reuse
+        params = job.request.params
+        head = _Seq(job, 0, primary, self._sampler(params, 0), list(prompt[reuse:]), reuse)
+        job.seqs.append(head)
+        self._owner[primary] = head
+        siblings = [s for s in free if s != primary][: n - 1]
+        for i, slot in enumerate(siblings, start=1):
+            self._seq_rm(slot, 0)
+            self._slot_tokens[slot] = []
+            sib = _Seq(job, i, slot, self._sampler(params, i), [], 0)
+            job.seqs.append(sib)
+            head.forks.append(sib)
+            self._owner[slot] = sib
+        for seq in job.seqs:
+            seq.choice_node = job.choice_trie
+            if params.logprobs is not None:
+                seq.logprobs = TokenLogprobs()
+        return True
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.n_tokens = 0
+        outputs: List[tuple] = []  # (batch index, seq)
+        budget = self.batch_tokens
+        active = self._active()
+        # Decoding sequences first: one token each keeps their latency flat during prefills.
+        for seq in sorted(active, key=lambda s: s.prefilling):
+            if not seq.pending or (seq.prefilling and budget <= 0):
+                continue
+            # The batch holds `batch_tokens` of prompt plus one token per decoding sequence.
+            chunk = seq.pending[:budget] if seq.prefilling else seq.pending[:1]
+            for k, tok in enumerate(chunk):
+                j = batch.n_tokens
+                batch.token[j] = tok
+                batch.pos[j] = seq.n_past + k
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = seq.slot
+                last = k == len(chunk) - 1 and len(chunk) == len(seq.pending)
+                batch.logits[j] = last
+                if last:
+                    outputs.append((j, seq))
+                batch.n_tokens += 1
+            if seq.prefilling:
+                budget -= len(chunk)
+            del seq.pending[: len(chunk)]
+            seq.n_past += len(chunk)
+            self._slot_tokens[seq.slot].extend(chunk)
+        if batch.n_tokens == 0:
+            return
+        rc = self._ll.llama_decode(self._ctx.ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        for j, seq in outputs:
+            for fork in seq.forks:  # the prompt is in the KV now: share it with the siblings
+                self._ll.llama_memory_seq_cp(self._mem, seq.slot, fork.slot, 0, seq.n_past)
+                self._slot_tokens[fork.slot] = list(self._slot_tokens[seq.slot])
+                fork.n_past = seq.n_past
+            group = [seq] + seq.forks
+            seq.forks = []
+            for s in group:
+                self._sample(s, j)
+
+    def _sample(self, seq: _Seq, j: int) -> None:
+        ll = self._ll
+        params = seq.job.request.params
+        logits = None
+        if seq.choice_node is not None or seq.logprobs is not None:
+            logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx.ctx, j), shape=(self.n_vocab,))
+        if seq.choice_node is not None:
+            allowed = np.fromiter(seq.choice_node.children.keys(), dtype=np.int64)
+            kept = logits[allowed].copy()
+            logits[:] = _MASKED
+            logits[allowed] = kept
+        token = ll.llama_sampler_sample(seq.sampler.sampler, self._ctx.ctx, j)
+        if seq.logprobs is not None:
+            self._record_logprobs(seq, logits, token, params.logprobs)
+        seq.generated += 1
+        if ll.llama_vocab_is_eog(self._vocab, token):
+            return self._finish(seq, "stop")
+        seq.text += self._piece(token)
+        if seq.choice_node is not None:
+            seq.choice_node = seq.choice_node.children.get(token)
+            if seq.choice_node is None or seq.choice_node.terminal:
+                return self._finish(seq, "stop")
+        if params.stop and self._cut_at_stop(seq, params.stop):
+            return self._finish(seq, "stop")
+        if seq.generated >= params.max_tokens or seq.n_past + 1 > self.context_length:
+            return self._finish(seq, "length")
+        seq.pending.append(token)
+
+    def _record_logprobs(self, seq: _Seq, logits: np.ndarray, token: int, k: int) -> None:
+        x = logits.astype(np.float64)
+        peak = x.max()
+        logz = peak + np.log(np.exp(x - peak).sum())
+        lp = seq.logprobs
+        lp.tokens.append(self._piece(token).decode("utf-8", "replace"))
+        lp.token_logprobs.append(float(x[token] - logz))
+        top: Dict[str, float] = {}
+        if k > 0:
+            idx = np.argpartition(-x, min(k, len(x) - 1))[:k]
+            for t in idx[np.argsort(-x[idx])]:
+                if x[t] <= _MASKED:
+                    break
+                key = self._piece(int(t)).decode("utf-8", "replace")
+                top.setdefault(key, float(x[t] - logz))
+        lp.top_logprobs.append(top)
+
+    def _cut_at_stop(self, seq: _Seq, stops: List[str]) -> bool:
+        text = seq.text.decode("utf-8", "ignore")
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut < 0:
+            return False
+        seq.text = bytearray(text[:cut].encode("utf-8"))
+        return True
+
+    def _finish(self, seq: _Seq, reason: str) -> None:
+        seq.finish_reason = reason
+        self._release(seq)
+        job = seq.job
+        if all(s.finish_reason for s in job.seqs) and not job.finished:
+            job.finished = True
+            samples = [
+                Sample(
+                    text=s.text.decode("utf-8", "replace").rstrip("\ufffd"),
+                    finish_reason=s.finish_reason,
+                    completion_tokens=s.generated,
+                    logprobs=s.logprobs,
+                )
+                for s in job.seqs
+            ]
+            result = GenerationResult(samples, len(job.request.prompt_tokens), job.cached_tokens)
+            job.on_done(result)
+
+    def _release(self, seq: _Seq) -> None:
+        if self._owner[seq.slot] is seq:
+            self._owner[seq.slot] = None
+        if seq.job.cancelled:
+            for fork in seq.forks:
+                self._release(fork)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        for seq in job.seqs:
+            if self._owner[seq.slot] is seq:
+                self._owner[seq.slot] = None
+                self._seq_rm(seq.slot, 0)
+                self._slot_tokens[seq.slot] = []
+        if not job.finished:
+            job.finished = True
+            job.on_done(error)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _seq_rm(self, slot: int, start: int) -> None:
+        self._ll.llama_memory_seq_rm(self._mem, slot, start, -1)
+        del self._slot_tokens[slot][start:]
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._ll.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
+            piece = self._pieces[token] = bytes(buf[: max(n, 0)])
+        return piece
+
+    def _sampler(self, params, index: int):
+        from llama_cpp._internals import LlamaSampler
+
+        chain = LlamaSampler()
+        if params.logit_bias:
+            chain.add_logit_bias(self.n_vocab, params.logit_bias)
+        if params.temperature <= 0:
+            chain.add_greedy()
+            return chain
+        if params.top_k > 0:
+            chain.add_top_k(params.top_k)
+        if params.top_p < 1.0:
+            chain.add_top_p(params.top_p, 1)
+        chain.add_temp(params.temperature)
+        seed = self._ll.LLAMA_DEFAULT_SEED if params.seed is None else (params.seed + index) & 0xFFFFFFFF
+        chain.add_dist(seed)
+        return chain
+
+    def _choice_trie(self, choices: List[str]) -> _ChoiceNode:
+        root = _ChoiceNode()
+        for choice in choices:
+            node = root
+            for tok in self._model.tokenize(choice.encode("utf-8"), add_bos=False, special=False):
+                node = node.children.setdefault(tok, _ChoiceNode())
+            node.terminal = True
+        return root

