@@ -25,8 +25,8 @@ _native_log_callback = None
 def _route_native_logs(llama_cpp) -> None:
     """Send llama.cpp's own log lines to Python logging instead of stderr.
 
-    It logs hundreds of lines per context, many at WARN level, which would bury the job's output;
-    only its errors are worth a warning here.
+    It logs hundreds of lines per context, which would bury the job's output: its errors become
+    warnings, its warnings INFO (seen with -v), the rest DEBUG.
     """
     global _native_log_callback
     if _native_log_callback is not None:
@@ -35,7 +35,9 @@ def _route_native_logs(llama_cpp) -> None:
 
     @llama_cpp.llama_log_callback
     def callback(level, text, _user_data):
-        native.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", text.decode("utf-8", "replace").rstrip())
+        # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation.
+        py_level = {4: logging.WARNING, 3: logging.INFO}.get(level, logging.DEBUG)
+        native.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
 
     _native_log_callback = callback  # llama.cpp keeps the pointer: keep the object alive
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))

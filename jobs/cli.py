@@ -1,0 +1,57 @@
+"""The `judgefleet` command: one thin verb per job, each parsing arguments and calling a run()."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from jobs.errors import JudgefleetError
+
+EXAMPLES = """examples:
+  judgefleet score conf/quickstart.yaml
+  judgefleet score conf/quickstart.yaml dataset.limit=5 sampling.num_samples=1
+  judgefleet serve conf/quickstart.yaml serve.port=8001
+"""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="judgefleet", description="LLM-as-judge evaluation on Ray.", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, help_text in (
+        ("score", "score a dataset with a judge; writes scores/part-*.parquet and summary.json"),
+        ("serve", "run the judge route in the foreground (OpenAI API) until Ctrl-C"),
+    ):
+        verb = verbs.add_parser(name, help=help_text, description=help_text)
+        verb.add_argument("config", help="a YAML config, e.g. conf/quickstart.yaml")
+        verb.add_argument("overrides", nargs="*", help="key=value settings that override the config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from jobs.config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        if args.verb == "score":
+            from jobs.score import run
+
+            summary = run(cfg)
+            return 0 if summary["rows"] == 0 or summary["scored"] > 0 else 1
+        from jobs.serve_cmd import run as serve_run
+
+        serve_run(cfg)
+        return 0
+    except JudgefleetError as e:
+        print(f"judgefleet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("judgefleet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

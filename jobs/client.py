@@ -1,0 +1,126 @@
+"""The one HTTP client of judgefleet's jobs: timeouts, retries and backoff live here, nowhere else.
+
+    ApiError                 the request ended without an answer we can use
+     +-- attempts, status    how often it was tried; the last HTTP status (None: no response)
+     +-- retryable           whether a later try could succeed (False for 4xx answers)
+
+Transient failures (connection errors, timeouts, 408, 429, 5xx) are retried with exponential
+backoff and full jitter, waiting at least what a `Retry-After` header asks. Other 4xx answers
+are the request's fault and are not retried. `max_in_flight` bounds the requests this client
+has out at once; a request waiting out its backoff does not hold a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from typing import Optional, Tuple
+
+import httpx
+
+RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: Optional[int] = None, attempts: int = 1, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+        self.retryable = retryable
+
+
+def retry_after_s(value: Optional[str]) -> Optional[float]:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_message(response: httpx.Response) -> str:
+    try:
+        err = response.json().get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:300] or response.reason_phrase
+
+
+class OpenAIClient:
+    """An async client for one OpenAI-compatible base URL (".../v1")."""
+
+    def __init__(self, base_url: str, api_key: Optional[str] = None, timeout_s: float = 600.0,
+                 max_retries: int = 6, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
+                 max_in_flight: int = 64):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
+        )
+
+    async def post(self, path: str, body: dict) -> Tuple[dict, httpx.Headers]:
+        return await self._request("POST", path, body)
+
+    async def get(self, path: str) -> Tuple[dict, httpx.Headers]:
+        return await self._request("GET", path, None)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, body: Optional[dict]) -> Tuple[dict, httpx.Headers]:
+        url = self._url(path)
+        for attempt in range(1, self.max_retries + 2):
+            wait_hint = None
+            try:
+                async with self._slots:
+                    response = await self._http.request(method, url, json=body)
+            except httpx.TimeoutException:
+                problem, status = "timed out", None
+            except httpx.TransportError as e:
+                problem, status = f"could not reach {url}: {type(e).__name__}: {e}", None
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json(), response.headers
+                    except ValueError:
+                        problem, status = "the server answered with invalid JSON", response.status_code
+                else:
+                    status = response.status_code
+                    problem = f"HTTP {status}: {error_message(response)}"
+                    if status not in RETRY_STATUSES:
+                        raise ApiError(problem, status, attempt, retryable=False)
+                    wait_hint = retry_after_s(response.headers.get("retry-after"))
+            if attempt > self.max_retries:
+                raise ApiError(f"{problem} (after {attempt} attempts)", status, attempt, retryable=True)
+            await asyncio.sleep(self._backoff(attempt, wait_hint))
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, hint: Optional[float]) -> float:
+        ceiling = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+        delay = random.uniform(0, ceiling)  # full jitter: clients that failed together spread out
+        return max(delay, hint) if hint is not None else delay
+
+    def _url(self, path: str) -> str:
+        if path.startswith("/") and not path.startswith("/v1"):
+            # Non-OpenAI extras (vLLM's /tokenize) live at the server root, beside /v1.
+            root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+            return root + path
+        return self.base_url + "/" + path.lstrip("/")

@@ -1,0 +1,243 @@
+"""The job config: typed sections, loaded from YAML with `key=value` overrides.
+
+omegaconf merges the file and the overrides onto the dataclass schema, which rejects unknown
+keys and wrong types; `validate` then checks what types cannot say. Both fail with a
+`ConfigError` whose one-line message names the key. Nothing here touches the network or disk
+beyond reading the YAML file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from jobs.errors import ConfigError
+from serve.config import BUNDLED_MODEL_ID, ServeConfig, validate_serve_config
+
+MODES = ("absolute", "relative")
+APIS = ("completions", "chat")
+TRACKING_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class JudgeConfig:
+    # Base URL of an OpenAI-compatible API (".../v1"). Empty: deploy the route under `serve`.
+    url: Optional[str] = None
+    # The OpenAI `model` sent with each request.
+    model: str = BUNDLED_MODEL_ID
+    # Sent as "Authorization: Bearer"; empty falls back to $JUDGEFLEET_API_KEY, then $OPENAI_API_KEY.
+    api_key: Optional[str] = None
+    # completions: feedback, then the score as one constrained token with its probabilities.
+    # chat: one chat answer per sample, verdict parsed from the text.
+    api: str = "completions"
+    mode: str = "absolute"
+    # None: Prometheus' own system message for the mode.
+    system_prompt: Optional[str] = None
+    # How a completions prompt is laid out; {system} and {prompt} are filled in. Base models
+    # take the Prometheus prompt as it is; a chat-tuned judge wants its own template here.
+    prompt_format: str = "{prompt}"
+    # Accept only "Feedback: ... [RESULT] N" when reading verdicts from text.
+    strict: bool = False
+    timeout_s: float = 600.0
+    max_retries: int = 6
+    # Requests in flight at once, over all client actors.
+    max_in_flight: int = 8
+    # Async HTTP client actors in the Ray Data pool.
+    clients: int = 1
+
+
+@dataclass
+class DatasetConfig:
+    # A file (.json, .jsonl, .parquet, .csv), a directory of them, or a glob.
+    path: str = MISSING
+    format: Optional[str] = None
+    limit: Optional[int] = None
+    # A column with a unique id per row; empty: a hash of the row's content.
+    id_field: Optional[str] = None
+    # A column that already holds the complete judge prompt (as in Prometheus' eval sets).
+    prompt_field: Optional[str] = None
+    # Otherwise the prompt is rendered from these columns.
+    instruction_field: str = "instruction"
+    response_field: str = "response"
+    response_a_field: str = "response_a"
+    response_b_field: str = "response_b"
+    # A column absent from the dataset, or empty in a row, means "no reference answer".
+    reference_field: Optional[str] = "reference_answer"
+    # Per-row rubric: text, or {criteria, score1_description, ..., score5_description}.
+    rubric_field: Optional[str] = "rubric"
+    # One rubric for every row (same forms as the column); overrides rubric_field.
+    rubric: Optional[str] = None
+
+
+@dataclass
+class SamplingConfig:
+    num_samples: int = 3
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 0.9
+    # Sample i of a row uses a seed derived from (seed, row_id, i): re-runs repeat themselves.
+    seed: Optional[int] = 0
+    # Alternatives per score token read to build the score distribution (OpenAI allows 20).
+    top_logprobs: int = 20
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/latest"
+    shard_rows: int = 1000
+    # Columns to report mean scores by, in summary.json and the terminal table.
+    group_by: List[str] = field(default_factory=list)
+    # Also write the rendered prompt of each row (column `prompt`).
+    keep_prompt: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    mode: str = "disabled"
+    project: str = "judgefleet"
+
+
+@dataclass
+class RayConfig:
+    # Empty: $RAY_ADDRESS if set, else a local Ray started for this job.
+    address: Optional[str] = None
+    # Logical CPUs of a local Ray. Judge replicas block on their engine, not the CPU count,
+    # so a laptop gets more logical CPUs than cores (default: max(8, 4 x cores)).
+    num_cpus: Optional[int] = None
+
+
+@dataclass
+class JobConfig:
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def load_config(path: str | Path, overrides: List[str] = ()) -> JobConfig:
+    """Load a YAML config, apply `key=value` overrides, validate; ConfigError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found; pass the path of a YAML config such as conf/quickstart.yaml")
+    try:
+        from_file = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and friends
+        raise ConfigError(f"config file '{path}' is not valid YAML: {_first_line(e)}") from None
+    if not isinstance(from_file, type(OmegaConf.create({}))):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections (judge, dataset, ...)")
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError(f"override '{bad[0]}' is not key=value (e.g. dataset.limit=5)")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(JobConfig), from_file)
+        for override in overrides:
+            key, value = override.split("=", 1)
+            # update() understands list indices (serve.models.0.parallel=2), merge() of a dotlist does not.
+            OmegaConf.update(merged, key.strip(), _yaml_value(value), merge=True)
+        cfg: JobConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e)) from None
+    except (TypeError, ValueError, IndexError) as e:  # e.g. a mapping where a list belongs
+        raise ConfigError(f"config '{path}': {_first_line(e)}") from None
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: JobConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: JobConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
+def validate(cfg: JobConfig) -> None:
+    j, d, s, o = cfg.judge, cfg.dataset, cfg.sampling, cfg.output
+    _choice("judge.mode", j.mode, MODES)
+    _choice("judge.api", j.api, APIS)
+    _choice("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
+    if j.url is not None and not j.url.startswith(("http://", "https://")):
+        raise ConfigError(f"judge.url: '{j.url}' is not an http(s) URL; give the API base, e.g. http://host:8000/v1")
+    if not j.model:
+        raise ConfigError("judge.model: empty; give the model id the endpoint serves")
+    if "{prompt}" not in j.prompt_format:
+        raise ConfigError("judge.prompt_format: must contain {prompt}")
+    for key, value, low in (
+        ("judge.timeout_s", j.timeout_s, 0.001),
+        ("judge.max_retries", j.max_retries, 0),
+        ("judge.max_in_flight", j.max_in_flight, 1),
+        ("judge.clients", j.clients, 1),
+        ("sampling.num_samples", s.num_samples, 1),
+        ("sampling.max_tokens", s.max_tokens, 1),
+        ("sampling.temperature", s.temperature, 0),
+        ("sampling.top_logprobs", s.top_logprobs, 0),
+        ("output.shard_rows", o.shard_rows, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"{key}: must be at least {low}, got {value}")
+    if not 0 < s.top_p <= 1:
+        raise ConfigError(f"sampling.top_p: must be in (0, 1], got {s.top_p}")
+    if j.max_in_flight < j.clients:
+        raise ConfigError(f"judge.max_in_flight ({j.max_in_flight}) must be at least judge.clients ({j.clients})")
+    if d.limit is not None and d.limit < 0:
+        raise ConfigError(f"dataset.limit: must be 0 or more, got {d.limit}")
+    if d.format is not None and d.format not in ("json", "jsonl", "parquet", "csv"):
+        raise ConfigError(f"dataset.format: '{d.format}' is not one of json, jsonl, parquet, csv")
+    if j.url is None:
+        try:
+            validate_serve_config(cfg.serve)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        served = [m.id for m in cfg.serve.models]
+        if j.model not in served:
+            raise ConfigError(
+                f"judge.model: '{j.model}' is not one of the models under serve.models ({', '.join(served)}); "
+                "set judge.model to one of them, or judge.url to an external endpoint"
+            )
+
+
+def _choice(key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
+
+
+def _describe(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None) or ""
+    if isinstance(e, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        where = f" in section '{parent}'" if parent else ""
+        return f"{key}: unknown key{where}; check the spelling against conf/quickstart.yaml"
+    if isinstance(e, MissingMandatoryValue):
+        return f"{key}: required but not set; add it to the config or pass {key}=..."
+    if isinstance(e, ValidationError):
+        m = re.search(r"could not be converted to (\w+)", str(e))
+        if m and key:
+            return f"{key}: expected {_TYPE_WORDS.get(m.group(1), m.group(1))}, got {getattr(e, 'value', None)!r}"
+        if "Non optional field cannot be assigned None" in str(e) and key:
+            return f"{key}: cannot be empty (null)"
+        return f"{key}: {_first_line(e)}" if key else _first_line(e)
+    return f"{key}: {_first_line(e)}" if key else _first_line(e)
+
+
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _yaml_value(text: str):
+    """Read an override's value as YAML does: 5 -> int, [a,b] -> list, null -> None."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,134 @@
+"""Where the judge answers: an external OpenAI URL, checked up front, or the route deployed here.
+
+The checks that need no Ray (is the URL reachable, does it serve the model, is the port free)
+run before Ray starts, so a typo costs a second, not a cluster start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import httpx
+
+from jobs.client import error_message
+from jobs.config import JobConfig
+from jobs.errors import EndpointError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Endpoint:
+    url: str
+    model: str
+    api_key: Optional[str]
+    max_model_len: Optional[int]
+    deployed: bool = False
+
+
+def api_key(cfg: JobConfig) -> Optional[str]:
+    return cfg.judge.api_key or os.environ.get("JUDGEFLEET_API_KEY") or os.environ.get("OPENAI_API_KEY")
+
+
+def check_external(cfg: JobConfig, timeout_s: float = 10.0) -> Endpoint:
+    """GET {url}/models: the endpoint answers, accepts our key and serves judge.model."""
+    url, model, key = cfg.judge.url.rstrip("/"), cfg.judge.model, api_key(cfg)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(f"{url}/models", headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as e:
+        raise EndpointError(
+            f"judge.url: cannot reach {url} ({type(e).__name__}: {e}); start the server or fix the URL "
+            "(it is the API base, usually ending in /v1)"
+        ) from None
+    if response.status_code in (401, 403):
+        raise EndpointError(f"judge.url: {url} refused the API key (HTTP {response.status_code}); set judge.api_key or $JUDGEFLEET_API_KEY")
+    if response.status_code >= 400:
+        raise EndpointError(f"judge.url: GET {url}/models answered HTTP {response.status_code}: {error_message(response)}")
+    try:
+        cards = response.json().get("data") or []
+    except (ValueError, AttributeError):
+        raise EndpointError(f"judge.url: {url}/models did not answer OpenAI JSON; is this the API base (.../v1)?") from None
+    served = {c.get("id"): c for c in cards if isinstance(c, dict)}
+    if model not in served:
+        raise EndpointError(
+            f"judge.model: '{model}' is not served at {url}; it serves: {', '.join(map(str, served)) or 'nothing'}"
+        )
+    return Endpoint(url, model, key, _max_model_len(served[model]))
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise EndpointError(
+                f"serve.port: {host}:{port} is already in use; pick another (serve.port=8001), or if a judgefleet "
+                f"route already runs there, use it with judge.url=http://{host}:{port}/v1"
+            ) from None
+
+
+def connect_ray(cfg: JobConfig) -> bool:
+    """Join the configured cluster, or start a local one; True if this call started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    common = dict(logging_level=logging.WARNING, include_dashboard=False)
+    if address:
+        ray.init(address=address, **common)
+        return True
+    cores = os.cpu_count() or 1
+    ray.init(num_cpus=cfg.ray.num_cpus or max(8, 4 * cores), **common)
+    return True
+
+
+def deploy_route(cfg: JobConfig, timeout_s: float = 600.0) -> Endpoint:
+    """Deploy the serve/ app (blocking until its replicas are up) and return its URL."""
+    from ray import serve
+
+    from serve.app import APP_NAME, build_app
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    host, port = cfg.serve.host, cfg.serve.port
+    # Per-request access logs would bury the job's own output; they stay in Ray's log files.
+    quiet = {"log_level": "WARNING", "enable_access_log": False}
+    serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
+    started = time.monotonic()
+    serve.run(build_app(cfg.serve), name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{connect_host}:{port}/v1"
+    while True:  # serve.run returns once replicas are up; the proxy may need a moment more
+        try:
+            if httpx.get(f"{url}/models", timeout=10).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise EndpointError(f"the judge route did not answer at {url} within {timeout_s:.0f} s")
+        time.sleep(0.5)
+    card = httpx.get(f"{url}/models/{cfg.judge.model}", timeout=10).json()
+    return Endpoint(url, cfg.judge.model, None, _max_model_len(card), deployed=True)
+
+
+def remove_route() -> None:
+    from ray import serve
+
+    from serve.app import APP_NAME
+
+    try:
+        serve.delete(APP_NAME)
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        log.debug("could not delete the serve app", exc_info=True)
+
+
+def _max_model_len(card: dict) -> Optional[int]:
+    value = card.get("max_model_len") if isinstance(card, dict) else None
+    return int(value) if isinstance(value, int) and value > 0 else None

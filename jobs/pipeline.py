@@ -1,0 +1,200 @@
+"""The Ray Data pipeline: read rows -> render prompts -> judge through a pool of async clients.
+
+Rendering is a stateless task; judging runs in a pool of actors, each with one async HTTP client
+whose in-flight bound is its share of `judge.max_in_flight`, so the pool as a whole never has
+more requests out than that. Ray Data's streaming executor backpressures the reader when
+the judges fall behind, so the dataset is never read into memory whole. Nothing here raises for
+a bad row: every row leaves with its verdict or its errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional
+
+import pyarrow as pa
+
+from jobs.config import DatasetConfig
+from jobs.datasource import READ_ERROR, ROW_ID, ROW_INDEX
+from jobs.judging import JudgeSettings, RowJudge, RowVerdict
+from jobs.prompts import PromptError, render_absolute, render_relative
+
+log = logging.getLogger(__name__)
+
+PROMPT = "_prompt"
+RENDER_ERROR = "_render_error"
+
+
+def result_schema(mode: str) -> pa.Schema:
+    """Columns every scored row gains; fixed types so all shards share one schema."""
+    score = pa.int64() if mode == "absolute" else pa.string()
+    return pa.schema(
+        [
+            ("scores", pa.list_(score)),
+            ("score", pa.float64() if mode == "absolute" else pa.string()),
+            ("score_expected", pa.float64()),
+            ("score_probs", pa.list_(pa.list_(pa.float64()))),
+            ("feedbacks", pa.list_(pa.string())),
+            ("errors", pa.list_(pa.string())),
+            ("judge_model", pa.string()),
+            ("judge_backend", pa.string()),
+            ("judge_replica", pa.string()),
+            ("judge_model_file", pa.string()),
+            ("judge_model_sha256", pa.string()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("latency_s", pa.float64()),
+        ]
+    )
+
+
+RESULT_COLUMNS = tuple(result_schema("absolute").names) + (ROW_ID, ROW_INDEX, "prompt")
+
+
+# -- rendering --------------------------------------------------------------------------------
+def render_batch(batch: pa.Table, dataset: Dict[str, Any], mode: str) -> pa.Table:
+    """Add the judge prompt of each row, or the reason it cannot have one."""
+    d = DatasetConfig(**dataset)
+    rows = batch.to_pylist()
+    prompts: List[Optional[str]] = []
+    errors: List[Optional[str]] = []
+    for row in rows:
+        if row.get(READ_ERROR):
+            prompts.append(None)
+            errors.append(None)
+            continue
+        try:
+            prompts.append(render_row(row, d, mode))
+            errors.append(None)
+        except PromptError as e:
+            prompts.append(None)
+            errors.append(str(e))
+    return batch.append_column(PROMPT, pa.array(prompts, pa.string())).append_column(
+        RENDER_ERROR, pa.array(errors, pa.string())
+    )
+
+
+def render_row(row: Dict[str, Any], d: DatasetConfig, mode: str) -> str:
+    if d.prompt_field:
+        value = row.get(d.prompt_field)
+        if value is None:
+            raise PromptError(f"{d.prompt_field} is missing")
+        if not isinstance(value, str) or not value.strip():
+            raise PromptError(f"{d.prompt_field} is {'empty' if isinstance(value, str) else type(value).__name__}, not a prompt")
+        return value
+    rubric = d.rubric if d.rubric is not None else row.get(d.rubric_field) if d.rubric_field else None
+    if rubric is None:
+        raise PromptError(f"rubric is missing (column '{d.rubric_field}', or set dataset.rubric for every row)")
+    reference = row.get(d.reference_field) if d.reference_field else None
+    if mode == "absolute":
+        return render_absolute(row.get(d.instruction_field), row.get(d.response_field), rubric, reference)
+    return render_relative(row.get(d.instruction_field), row.get(d.response_a_field), row.get(d.response_b_field),
+                           rubric, reference)
+
+
+# -- judging ----------------------------------------------------------------------------------
+class JudgeActor:
+    """A Ray Data actor: judges the rows of each batch concurrently, within its in-flight bound."""
+
+    def __init__(self, url: str, api_key: Optional[str], settings: Dict[str, Any], in_flight: int,
+                 timeout_s: float, max_retries: int, keep_prompt: bool):
+        self.url, self.api_key = url, api_key
+        self.settings = JudgeSettings(**settings)
+        self.in_flight = in_flight
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.keep_prompt = keep_prompt
+        self._judge: Optional[RowJudge] = None
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        if self._judge is None:  # created on the actor's event loop, on first use
+            from jobs.client import OpenAIClient
+
+            client = OpenAIClient(self.url, self.api_key, self.timeout_s, self.max_retries, max_in_flight=self.in_flight)
+            self._judge = RowJudge(client, self.settings)
+        cols = batch.select([ROW_ID, PROMPT, READ_ERROR, RENDER_ERROR]).to_pydict()
+        verdicts = await asyncio.gather(
+            *(self._one(rid, prompt, read_err, render_err)
+              for rid, prompt, read_err, render_err in zip(cols[ROW_ID], cols[PROMPT], cols[READ_ERROR], cols[RENDER_ERROR]))
+        )
+        out = batch.drop_columns([PROMPT, RENDER_ERROR, READ_ERROR])
+        if self.keep_prompt:
+            out = out.append_column("prompt", batch.column(PROMPT))
+        for name, column in self._columns(verdicts).items():
+            out = out.append_column(name, column)
+        return out
+
+    async def _one(self, row_id: str, prompt: Optional[str], read_error: Optional[str],
+                   render_error: Optional[str]) -> RowVerdict:
+        if read_error or render_error or prompt is None:
+            return _refused(read_error or f"bad row: {render_error}", self.settings.num_samples)
+        try:
+            return await self._judge.judge(prompt, row_id)
+        except Exception as e:  # noqa: BLE001 - a bug must cost one row, not the job
+            log.exception("judging row %s failed", row_id)
+            return _refused(f"internal error: {type(e).__name__}: {e}", self.settings.num_samples)
+
+    def _columns(self, verdicts: List[RowVerdict]) -> Dict[str, pa.Array]:
+        s = self.settings
+        schema = result_schema(s.mode)
+        values: Dict[str, list] = {name: [] for name in schema.names}
+        for v in verdicts:
+            scores = [x.score for x in v.samples]
+            values["scores"].append(scores)
+            values["score"].append(aggregate(scores, s.mode))
+            expected = [x.expected for x in v.samples if x.expected is not None]
+            values["score_expected"].append(sum(expected) / len(expected) if expected else None)
+            values["score_probs"].append([x.probs for x in v.samples])
+            values["feedbacks"].append([x.feedback for x in v.samples])
+            values["errors"].append(v.errors or None)
+            values["judge_model"].append(s.model)
+            values["judge_backend"].append(v.lineage.get("backend"))
+            values["judge_replica"].append(v.lineage.get("replica"))
+            values["judge_model_file"].append(v.lineage.get("model_file"))
+            values["judge_model_sha256"].append(v.lineage.get("model_sha256"))
+            values["prompt_tokens"].append(v.prompt_tokens)
+            values["completion_tokens"].append(v.completion_tokens)
+            values["latency_s"].append(round(v.latency_s, 4))
+        return {name: pa.array(values[name], schema.field(name).type) for name in schema.names}
+
+
+def aggregate(scores: List[Any], mode: str):
+    """Absolute: the mean of the scored samples. Relative: the majority answer (None on a tie)."""
+    got = [x for x in scores if x is not None]
+    if not got:
+        return None
+    if mode == "absolute":
+        return sum(got) / len(got)
+    a, b = got.count("A"), got.count("B")
+    return "A" if a > b else "B" if b > a else None
+
+
+def _refused(reason: str, n: int) -> RowVerdict:
+    from jobs.judging import SampleVerdict
+
+    return RowVerdict(samples=[SampleVerdict() for _ in range(n)], errors=[reason])
+
+
+# -- assembly ---------------------------------------------------------------------------------
+def build_dataset(datasource, dataset_cfg: DatasetConfig, settings: JudgeSettings, url: str,
+                  api_key: Optional[str], clients: int, max_in_flight: int, timeout_s: float,
+                  max_retries: int, keep_prompt: bool):
+    import ray.data
+
+    per_actor = max(1, max_in_flight // clients)
+    ds = ray.data.read_datasource(datasource)
+    ds = ds.map_batches(render_batch, fn_kwargs={"dataset": asdict(dataset_cfg), "mode": settings.mode},
+                        batch_format="pyarrow", batch_size=256, num_cpus=0.1)
+    return ds.map_batches(
+        JudgeActor,
+        fn_constructor_kwargs=dict(url=url, api_key=api_key, settings=asdict(settings), in_flight=per_actor,
+                                   timeout_s=timeout_s, max_retries=max_retries, keep_prompt=keep_prompt),
+        # Ray Data runs up to 4 batches of an async actor at once; batches of about half the
+        # in-flight bound keep the client busy without holding many rows per actor.
+        batch_size=max(1, math.ceil(per_actor / 2)),
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=clients),
+        num_cpus=0.1,
+    )

@@ -1,0 +1,80 @@
+"""Scored rows -> `scores/part-NNNNN.parquet`, written atomically with a manifest per shard.
+
+Shards are cut in the order rows arrive (Ray Data keeps input order), every `shard_rows` rows, so
+the same run writes the same files. A shard is written under a temporary name and renamed, and
+its manifest (row ids, row count) goes beside it: a reader never sees half a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.datasource import ROW_ID
+from jobs.errors import OutputError
+
+
+def prepare_output_dir(path: str) -> Path:
+    """Create the output directory and prove it writable, before any Ray work."""
+    out = Path(path).expanduser()
+    try:
+        (out / "scores").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"output.dir: cannot write to '{out}' ({e.strerror}); choose a writable directory") from None
+    return out
+
+
+class ShardWriter:
+    def __init__(self, out_dir: Path, shard_rows: int):
+        self.dir = Path(out_dir) / "scores"
+        self.shard_rows = shard_rows
+        self.next_index = 0
+        self.rows_written = 0
+        self.paths: List[Path] = []
+        self._buffer: List[pa.Table] = []
+        self._buffered = 0
+
+    def add(self, table: pa.Table) -> None:
+        while table.num_rows:
+            take = min(table.num_rows, self.shard_rows - self._buffered)
+            self._buffer.append(table.slice(0, take))
+            self._buffered += take
+            table = table.slice(take)
+            if self._buffered >= self.shard_rows:
+                self._flush()
+
+    def close(self) -> None:
+        if self._buffered:
+            self._flush()
+
+    def _flush(self) -> None:
+        table = pa.concat_tables(self._buffer, promote_options="permissive").combine_chunks()
+        name = f"part-{self.next_index:05d}.parquet"
+        path = self.dir / name
+        tmp = self.dir / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        manifest = {"shard": name, "rows": table.num_rows, "row_ids": table.column(ROW_ID).to_pylist()}
+        _write_json_atomic(self.dir / f"part-{self.next_index:05d}.manifest.json", manifest)
+        self.paths.append(path)
+        self.rows_written += table.num_rows
+        self.next_index += 1
+        self._buffer, self._buffered = [], 0
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    _write_json_atomic(path, data)

@@ -1,0 +1,165 @@
+"""Running totals over scored rows -> summary.json and the terminal table."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Dict, List, Optional, Sequence
+
+import pyarrow as pa
+
+_COLUMNS = ("score", "scores", "score_expected", "errors", "prompt_tokens", "completion_tokens",
+            "judge_backend", "judge_model_sha256")
+
+
+class SummaryBuilder:
+    def __init__(self, mode: str, group_by: Sequence[str] = ()):
+        self.mode = mode
+        self.group_by = list(group_by)
+        self.rows = self.scored = 0
+        self.samples = self.samples_scored = 0
+        self.score_sum = 0.0
+        self.expected_sum, self.expected_n = 0.0, 0
+        self.sample_counts: Counter = Counter()
+        self.prompt_tokens = self.completion_tokens = 0
+        self.errors: Counter = Counter()
+        self.rows_with_errors = 0
+        self.backends: Counter = Counter()
+        self.model_sha256: Counter = Counter()
+        self.groups: Dict[str, Dict[Any, List[float]]] = {g: defaultdict(lambda: [0, 0, 0.0]) for g in self.group_by}
+        self.missing_groups: set = set()
+
+    def add(self, table: pa.Table) -> None:
+        cols = table.select([c for c in _COLUMNS if c in table.column_names]).to_pydict()
+        group_cols = {}
+        for g in self.group_by:
+            if g in table.column_names:
+                group_cols[g] = table.column(g).to_pylist()
+            else:
+                self.missing_groups.add(g)
+        for i in range(table.num_rows):
+            score, samples = cols["score"][i], cols["scores"][i] or []
+            self.rows += 1
+            self.samples += len(samples)
+            got = [s for s in samples if s is not None]
+            self.samples_scored += len(got)
+            self.sample_counts.update(str(s) for s in got)
+            if score is not None:
+                self.scored += 1
+                # Absolute: the sum of scores. Relative: the number of rows where A won.
+                self.score_sum += score if self.mode == "absolute" else float(score == "A")
+            if cols["score_expected"][i] is not None:
+                self.expected_sum += cols["score_expected"][i]
+                self.expected_n += 1
+            if cols["errors"][i]:
+                self.rows_with_errors += 1
+                self.errors.update(cols["errors"][i])
+            self.prompt_tokens += cols["prompt_tokens"][i] or 0
+            self.completion_tokens += cols["completion_tokens"][i] or 0
+            if cols["judge_backend"][i]:
+                self.backends[cols["judge_backend"][i]] += 1
+            if cols["judge_model_sha256"][i]:
+                self.model_sha256[cols["judge_model_sha256"][i]] += 1
+            for g, values in group_cols.items():
+                key = values[i] if isinstance(values[i], (str, int, float, bool)) or values[i] is None else str(values[i])
+                acc = self.groups[g][key]
+                acc[0] += 1
+                if score is not None:
+                    acc[1] += 1
+                    acc[2] += score if self.mode == "absolute" else (1.0 if score == "A" else 0.0)
+
+    def result(self, wall_time_s: float, extra: Optional[dict] = None) -> dict:
+        wall = max(wall_time_s, 1e-9)
+        out: Dict[str, Any] = {
+            "rows": self.rows,
+            "scored": self.scored,
+            "unscored": self.rows - self.scored,
+            "rows_with_errors": self.rows_with_errors,
+            "samples": self.samples,
+            "samples_scored": self.samples_scored,
+            "parse_rate": _ratio(self.samples_scored, self.samples),
+            "mode": self.mode,
+        }
+        if self.mode == "absolute":
+            out["mean_score"] = _ratio(self.score_sum, self.scored)
+            out["mean_score_expected"] = _ratio(self.expected_sum, self.expected_n)
+        else:
+            out["a_win_rate"] = _ratio(self.score_sum, self.scored)
+            out["mean_p_a"] = _ratio(self.expected_sum, self.expected_n)
+        out["sample_score_counts"] = dict(sorted(self.sample_counts.items()))
+        out["by_group"] = {
+            g: {
+                str(k): {"rows": v[0], "scored": v[1], ("mean_score" if self.mode == "absolute" else "a_win_rate"): _ratio(v[2], v[1])}
+                for k, v in sorted(groups.items(), key=lambda kv: str(kv[0]))
+            }
+            for g, groups in self.groups.items()
+            if g not in self.missing_groups
+        }
+        if self.missing_groups:
+            out["missing_group_columns"] = sorted(self.missing_groups)
+        out.update(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            wall_time_s=round(wall_time_s, 3),
+            rows_per_s=round(self.rows / wall, 4),
+            samples_per_s=round(self.samples_scored / wall, 4),
+            prompt_tokens_per_s=round(self.prompt_tokens / wall, 2),
+            completion_tokens_per_s=round(self.completion_tokens / wall, 2),
+            tokens_per_s=round((self.prompt_tokens + self.completion_tokens) / wall, 2),
+            judge_backends=dict(self.backends),
+            judge_model_sha256=dict(self.model_sha256),
+            top_errors=[{"error": e, "count": n} for e, n in self.errors.most_common(10)],
+        )
+        out.update(extra or {})
+        return out
+
+
+def _ratio(num: float, den: float) -> Optional[float]:
+    return round(num / den, 4) if den else None
+
+
+def print_summary(summary: dict, console=None) -> None:
+    """The terminal table: what was scored, how well it parsed, how fast."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="judgefleet score", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("rows", f"{summary['rows']}  (scored {summary['scored']}, unscored {summary['unscored']})")
+    table.add_row("samples scored", f"{summary['samples_scored']}/{summary['samples']}  (parse rate {_pct(summary['parse_rate'])})")
+    if summary["mode"] == "absolute":
+        table.add_row("mean score", f"{_num(summary['mean_score'])}  (probability-weighted {_num(summary['mean_score_expected'])})")
+    else:
+        table.add_row("A preferred", f"{_pct(summary['a_win_rate'])} of scored rows (mean P(A) {_num(summary['mean_p_a'])})")
+    table.add_row("sample scores", ", ".join(f"{k}: {v}" for k, v in summary["sample_score_counts"].items()) or "-")
+    for g, groups in summary["by_group"].items():
+        metric = "mean_score" if summary["mode"] == "absolute" else "a_win_rate"
+        table.add_row(f"by {g}", "  ".join(f"{k}: {_num(v[metric])} ({v['scored']}/{v['rows']})" for k, v in groups.items()))
+    table.add_row("tokens", f"prompt {summary['prompt_tokens']}, completion {summary['completion_tokens']}")
+    table.add_row(
+        "throughput",
+        f"{summary['rows_per_s']:.3f} rows/s, {summary['samples_per_s']:.3f} samples/s, "
+        f"{summary['completion_tokens_per_s']:.1f} completion tokens/s",
+    )
+    table.add_row(
+        "time",
+        f"{summary['wall_time_s']:.1f} s scoring"
+        + (f", {summary['total_time_s']:.1f} s in all" if summary.get("total_time_s") else ""),
+    )
+    if summary.get("judge"):
+        j = summary["judge"]
+        table.add_row("judge", f"{j.get('model')} via {', '.join(summary['judge_backends']) or '-'} at {j.get('url')}")
+    for err in summary["top_errors"][:3]:
+        table.add_row("error", f"{err['count']}x {err['error'][:160]}")
+    if summary.get("output_dir"):
+        table.add_row("output", f"{summary['output_dir']}/scores ({summary.get('shards', 0)} shards), summary.json")
+    console.print(table)
+
+
+def _num(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"

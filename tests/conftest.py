@@ -1,0 +1,131 @@
+"""Shared fixtures: one Ray per session, one judge route per session, real servers on loopback.
+
+Everything started here is stopped here: Ray, the Serve app, llama-cpp-python's server, stubs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stub_openai import StubBehaviour, StubOpenAIServer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+VICUNA = SHARED / "data" / "prometheus" / "vicuna_eval.json"
+HHH = SHARED / "data" / "prometheus" / "hhh_alignment_eval.json"
+QUICKSTART = REPO / "conf" / "quickstart.yaml"
+QUICKSTART_DATA = REPO / "conf" / "data" / "quickstart.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Tests share the user's model cache when it exists (assembling costs a second), else a temp one."""
+    return Path(os.environ.get("JUDGEFLEET_CACHE") or Path.home() / ".cache" / "judgefleet")
+
+
+@pytest.fixture(scope="session")
+def bundled_model(cache_dir):
+    from serve.config import BUNDLED_MODEL
+    from serve.model_files import resolve_model_file
+
+    return resolve_model_file(BUNDLED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def judge_route(ray_session, bundled_model):
+    """The real route with the real bundled judge, deployed once: (url, JobConfig)."""
+    from jobs.config import load_config
+    from jobs.endpoint import deploy_route
+
+    port = free_port()
+    cfg = load_config(QUICKSTART, [f"serve.port={port}", "serve.models.0.context_length=2048", "serve.models.0.parallel=4"])
+    endpoint = deploy_route(cfg)
+    yield endpoint.url, cfg
+    from ray import serve
+
+    serve.delete("judgefleet")
+
+
+@pytest.fixture(scope="session")
+def llama_server(bundled_model):
+    """llama-cpp-python's own OpenAI server on the bundled model (the article's setup)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model.path), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--model_alias", "gemma-local"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", 120, proc)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def stub():
+    """A fresh stand-in judge per test; tweak `stub.behaviour` before use."""
+    server = StubOpenAIServer(StubBehaviour()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def write_jsonl(tmp_path):
+    import json
+
+    def write(rows, name="data.jsonl") -> Path:
+        path = tmp_path / name
+        with open(path, "w") as f:
+            for row in rows:
+                f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+        return path
+
+    return write

@@ -1,0 +1,85 @@
+"""Retries, backoff and Retry-After, against a real HTTP server that fails on purpose."""
+
+import asyncio
+import time
+
+import pytest
+
+from jobs.client import ApiError, OpenAIClient, retry_after_s
+from tests.conftest import free_port
+
+
+def post(client, body=None, path="completions"):
+    async def go():
+        try:
+            return await client.post(path, body or {"model": "stub-judge", "prompt": "x", "max_tokens": 4})
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_transient_503s_are_retried_until_success(stub):
+    stub.behaviour.fail_first = 2
+    answer, _ = post(OpenAIClient(stub.url, max_retries=3, backoff_s=0.01))
+    assert answer["choices"][0]["text"].startswith("Feedback:")
+    assert stub.stats.requests == 3
+
+
+def test_retry_after_is_honoured(stub):
+    stub.behaviour.fail_first, stub.behaviour.fail_status, stub.behaviour.retry_after = 1, 429, "1"
+    started = time.perf_counter()
+    post(OpenAIClient(stub.url, max_retries=2, backoff_s=0.001))
+    assert time.perf_counter() - started >= 0.95
+    assert stub.stats.requests == 2
+
+
+def test_retries_run_out_with_a_clear_error(stub):
+    stub.behaviour.fail_first, stub.behaviour.fail_status = 100, 500
+    with pytest.raises(ApiError) as err:
+        post(OpenAIClient(stub.url, max_retries=2, backoff_s=0.001))
+    assert err.value.attempts == 3 and err.value.status == 500 and err.value.retryable
+    assert "after 3 attempts" in str(err.value) and "stub failure" in str(err.value)
+    assert stub.stats.requests == 3
+
+
+def test_client_errors_are_not_retried(stub):
+    stub.behaviour.fail_first, stub.behaviour.fail_status = 100, 400
+    with pytest.raises(ApiError) as err:
+        post(OpenAIClient(stub.url, max_retries=5, backoff_s=0.001))
+    assert err.value.status == 400 and err.value.attempts == 1 and not err.value.retryable
+    assert stub.stats.requests == 1
+
+
+def test_timeouts_and_refused_connections_are_transient(stub):
+    stub.behaviour.hang_s = 2
+    started = time.perf_counter()
+    with pytest.raises(ApiError, match="timed out") as err:
+        post(OpenAIClient(stub.url, timeout_s=0.2, max_retries=1, backoff_s=0.001))
+    assert err.value.attempts == 2 and time.perf_counter() - started < 2
+    with pytest.raises(ApiError, match="could not reach"):
+        post(OpenAIClient(f"http://127.0.0.1:{free_port()}/v1", max_retries=1, backoff_s=0.001))
+
+
+def test_garbage_is_an_error_not_a_crash(stub):
+    stub.behaviour.garbage = True
+    with pytest.raises(ApiError, match="invalid JSON"):
+        post(OpenAIClient(stub.url, max_retries=1, backoff_s=0.001))
+
+
+def test_in_flight_bound_holds(stub):
+    stub.behaviour.delay_s = 0.05
+    client = OpenAIClient(stub.url, max_in_flight=3)
+
+    async def go():
+        await asyncio.gather(*(client.post("completions", {"model": "m", "prompt": "p"}) for _ in range(20)))
+        await client.aclose()
+
+    asyncio.run(go())
+    assert stub.stats.requests == 20 and stub.stats.max_in_flight == 3
+
+
+def test_retry_after_forms():
+    assert retry_after_s("3") == 3.0
+    assert retry_after_s(None) is None and retry_after_s("soon") is None
+    assert 0 <= retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.001
