@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
@@ -169,7 +169,9 @@ class RowStream:
     """Records -> pyarrow tables with row_id, position and read errors (runs in the read task)."""
 
     def __init__(self, files: Sequence[Path], fmt: Optional[str], id_field: Optional[str],
-                 limit: Optional[int], reserved: Sequence[str] = (), chunk_rows: int = 256):
+                 limit: Optional[int], reserved: Sequence[str] = (), chunk_rows: int = 256,
+                 annotate: Optional[Callable[[dict], dict]] = None):
+        self.annotate = annotate  # record -> extra columns, computed on the record as read (types intact)
         self.files = list(files)
         self.fmt = fmt
         self.id_field = id_field
@@ -213,6 +215,8 @@ class RowStream:
         row[ROW_ID] = base if count == 1 else f"{base}-{count}"
         row[ROW_INDEX] = position
         row[READ_ERROR] = error
+        if self.annotate is not None:
+            row.update(self.annotate(rec if rec is not None and error is None else None))
         return row
 
 

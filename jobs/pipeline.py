@@ -1,8 +1,8 @@
-"""The Ray Data pipeline: read rows -> render prompts -> judge through a pool of async clients.
+"""The Ray Data pipeline: read rows with their prompts -> judge them through a pool of async clients.
 
-Rendering is a stateless task; judging runs in a pool of actors, each with one async HTTP client
-whose in-flight bound is its share of `judge.max_in_flight`, so the pool as a whole never has
-more requests out than that. Ray Data's streaming executor backpressures the reader when
+Prompts are rendered in the read task (`prompt_columns`, on each record as read); judging runs in
+a pool of actors, each with one async HTTP client whose in-flight bound is its share of
+`judge.max_in_flight`, so the pool as a whole never has more requests out than that. Ray Data's streaming executor backpressures the reader when
 the judges fall behind, so the dataset is never read into memory whole. Nothing here raises for
 a bad row: every row leaves with its verdict or its errors.
 """
@@ -55,26 +55,18 @@ RESULT_COLUMNS = tuple(result_schema("absolute").names) + (ROW_ID, ROW_INDEX, "p
 
 
 # -- rendering --------------------------------------------------------------------------------
-def render_batch(batch: pa.Table, dataset: Dict[str, Any], mode: str) -> pa.Table:
-    """Add the judge prompt of each row, or the reason it cannot have one."""
-    d = DatasetConfig(**dataset)
-    rows = batch.to_pylist()
-    prompts: List[Optional[str]] = []
-    errors: List[Optional[str]] = []
-    for row in rows:
-        if row.get(READ_ERROR):
-            prompts.append(None)
-            errors.append(None)
-            continue
-        try:
-            prompts.append(render_row(row, d, mode))
-            errors.append(None)
-        except PromptError as e:
-            prompts.append(None)
-            errors.append(str(e))
-    return batch.append_column(PROMPT, pa.array(prompts, pa.string())).append_column(
-        RENDER_ERROR, pa.array(errors, pa.string())
-    )
+def prompt_columns(record: Optional[Dict[str, Any]], dataset: DatasetConfig, mode: str) -> Dict[str, Optional[str]]:
+    """The judge prompt of a record as read, or why it cannot have one (None: unreadable row).
+
+    Runs in the read task on the record's own Python values, so a number where text belongs is
+    still a number here, not the JSON text a mixed-type column becomes in Arrow.
+    """
+    if record is None:
+        return {PROMPT: None, RENDER_ERROR: None}
+    try:
+        return {PROMPT: render_row(record, dataset, mode), RENDER_ERROR: None}
+    except PromptError as e:
+        return {PROMPT: None, RENDER_ERROR: str(e)}
 
 
 def render_row(row: Dict[str, Any], d: DatasetConfig, mode: str) -> str:
@@ -178,16 +170,13 @@ def _refused(reason: str, n: int) -> RowVerdict:
 
 
 # -- assembly ---------------------------------------------------------------------------------
-def build_dataset(datasource, dataset_cfg: DatasetConfig, settings: JudgeSettings, url: str,
+def build_dataset(datasource, settings: JudgeSettings, url: str,
                   api_key: Optional[str], clients: int, max_in_flight: int, timeout_s: float,
                   max_retries: int, keep_prompt: bool):
     import ray.data
 
     per_actor = max(1, max_in_flight // clients)
-    ds = ray.data.read_datasource(datasource)
-    ds = ds.map_batches(render_batch, fn_kwargs={"dataset": asdict(dataset_cfg), "mode": settings.mode},
-                        batch_format="pyarrow", batch_size=256, num_cpus=0.1)
-    return ds.map_batches(
+    return ray.data.read_datasource(datasource).map_batches(
         JudgeActor,
         fn_constructor_kwargs=dict(url=url, api_key=api_key, settings=asdict(settings), in_flight=per_actor,
                                    timeout_s=timeout_s, max_retries=max_retries, keep_prompt=keep_prompt),

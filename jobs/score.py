@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from jobs.config import JobConfig, to_dict
 from jobs.datasource import RowStream, check_readable, count_rows, make_datasource, resolve_paths
 from jobs.errors import DatasetError
 from jobs.judging import JudgeSettings
-from jobs.pipeline import RESULT_COLUMNS, build_dataset
+from jobs.pipeline import RESULT_COLUMNS, build_dataset, prompt_columns
 from jobs.prompts import system_prompt
 from jobs.shards import ShardWriter, prepare_output_dir, write_json
 from jobs.summary import SummaryBuilder, print_summary
@@ -73,8 +74,9 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, c
         system_prompt=j.system_prompt if j.system_prompt is not None else system_prompt(j.mode),
         prompt_format=j.prompt_format, max_model_len=endpoint.max_model_len,
     )
-    stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS)
-    ds = build_dataset(make_datasource(stream), cfg.dataset, settings, endpoint.url, endpoint.api_key,
+    stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
+                       annotate=functools.partial(prompt_columns, dataset=cfg.dataset, mode=j.mode))
+    ds = build_dataset(make_datasource(stream), settings, endpoint.url, endpoint.api_key,
                        j.clients, j.max_in_flight, j.timeout_s, j.max_retries, cfg.output.keep_prompt)
     writer = ShardWriter(out_dir, cfg.output.shard_rows)
     summary = SummaryBuilder(j.mode, cfg.output.group_by)

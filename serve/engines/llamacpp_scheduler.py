@@ -101,6 +101,8 @@ class BatchScheduler:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
         self._pieces: Dict[int, bytes] = {}
+        self.prompt_tokens_evaluated = 0  # prompt tokens actually computed (cache hits excluded)
+        self.decode_steps = 0
 
     # -- called from other threads -------------------------------------------------------
     def start(self) -> None:
@@ -126,6 +128,8 @@ class BatchScheduler:
                 "waiting_requests": len(self._pending),
                 "busy_slots": sum(o is not None for o in self._owner),
                 "slots": self.parallel,
+                "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
+                "decode_steps": self.decode_steps,
             }
 
     def stop(self) -> None:
@@ -235,12 +239,14 @@ class BatchScheduler:
                 batch.n_tokens += 1
             if seq.prefilling:
                 budget -= len(chunk)
+                self.prompt_tokens_evaluated += len(chunk)
             del seq.pending[: len(chunk)]
             seq.n_past += len(chunk)
             self._slot_tokens[seq.slot].extend(chunk)
         if batch.n_tokens == 0:
             return
         rc = self._ll.llama_decode(self._ctx.ctx, batch)
+        self.decode_steps += 1
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         for j, seq in outputs:

@@ -1,0 +1,100 @@
+"""The llama.cpp engine on the real bundled model, driven directly (no Ray, no HTTP)."""
+
+import asyncio
+import math
+
+import pytest
+
+from serve.config import ModelConfig
+from serve.engines.base import GenerationRequest, PromptTooLong, SamplingParams
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def engine(bundled_model):
+    from serve.engines.llamacpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(ModelConfig(parallel=4, context_length=1024, batch_tokens=256))
+    asyncio.run(eng.start())
+    yield eng
+    asyncio.run(eng.shutdown())
+
+
+def generate(engine, text, n=1, **params):
+    request = GenerationRequest(engine.tokenize(text), SamplingParams(**params), n)
+    return asyncio.run(engine.generate(request))
+
+
+def test_greedy_continuation_of_the_bundled_judge(engine):
+    # Measured with llama.cpp and transformers alike (shared/design/FACTS.md).
+    result = generate(engine, "The capital of France is", max_tokens=12, temperature=0)
+    assert result.samples[0].text.startswith(" the capital of the country of France.")
+    assert result.samples[0].finish_reason == "length" and result.samples[0].completion_tokens == 12
+    assert engine.info.model_sha256 == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def test_same_prompt_again_reuses_its_cached_prefix(engine):
+    text = "A long shared instruction about grading essays carefully and fairly. " * 4
+    first = generate(engine, text, max_tokens=2, temperature=0)
+    before = engine.stats()["prompt_tokens_evaluated"]
+    again = generate(engine, text, max_tokens=2, temperature=0)
+    assert again.cached_tokens == again.prompt_tokens - 1  # all but the last token come from cache
+    assert engine.stats()["prompt_tokens_evaluated"] - before == 1
+    assert again.samples[0].text == first.samples[0].text
+
+
+def test_n_samples_share_one_prefill_and_repeat_with_a_seed(engine):
+    text = "Write one sentence about the sea: unique prompt number 7341."
+    before = engine.stats()["prompt_tokens_evaluated"]
+    result = generate(engine, text, n=3, max_tokens=16, temperature=1.0, top_p=0.9, seed=11)
+    n_prompt = result.prompt_tokens
+    assert engine.stats()["prompt_tokens_evaluated"] - before <= n_prompt  # once, not three times
+    texts = [s.text for s in result.samples]
+    assert len(set(texts)) > 1  # different seeds per sample
+    again = generate(engine, text, n=3, max_tokens=16, temperature=1.0, top_p=0.9, seed=11)
+    assert [s.text for s in again.samples] == texts
+
+
+def test_choices_constrain_the_answer_and_logprobs_cover_them(engine):
+    result = generate(engine, "Feedback: It is fine. [RESULT] ", max_tokens=1, temperature=0, logprobs=5,
+                      choices=["1", "2", "3", "4", "5"])
+    sample = result.samples[0]
+    assert sample.text in {"1", "2", "3", "4", "5"} and sample.finish_reason == "stop"
+    top = sample.logprobs.top_logprobs[0]
+    assert set(top) == {"1", "2", "3", "4", "5"}
+    assert sum(math.exp(v) for v in top.values()) == pytest.approx(1.0, abs=1e-6)
+    assert max(top, key=top.get) == sample.text
+    letters = generate(engine, "Which is better? [RESULT] ", max_tokens=3, temperature=1.0, seed=3, choices=["A", "B"])
+    assert letters.samples[0].text in {"A", "B"}
+
+
+def test_stop_strings_cut_the_text(engine):
+    result = generate(engine, "1, 2, 3, 4,", max_tokens=30, temperature=0, stop=[" 7"])
+    assert result.samples[0].text == " 5, 6," and result.samples[0].finish_reason == "stop"
+
+
+def test_too_long_prompts_and_too_many_samples_are_refused(engine):
+    with pytest.raises(PromptTooLong, match="context is 1024 tokens"):
+        generate(engine, "word " * 1100, max_tokens=4)
+    with pytest.raises(ValueError, match="parallel"):
+        generate(engine, "hi", n=5, max_tokens=4)
+
+
+def test_a_cancelled_request_frees_its_sequences(engine):
+    async def go():
+        task = asyncio.create_task(engine.generate(GenerationRequest(
+            engine.tokenize("Tell a very long story."), SamplingParams(max_tokens=900, temperature=1.0), n=2)))
+        await asyncio.sleep(1.0)
+        assert engine.stats()["busy_slots"] == 2
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(50):
+            if engine.stats()["busy_slots"] == 0:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"slots still busy: {engine.stats()}")
+
+    asyncio.run(go())
+    assert generate(engine, "Still working?", max_tokens=3, temperature=0).samples[0].completion_tokens == 3
