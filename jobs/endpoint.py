@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -84,10 +86,18 @@ def connect_ray(cfg: JobConfig) -> bool:
     common = dict(logging_level=logging.WARNING, include_dashboard=False)
     if address:
         ray.init(address=address, **common)
-        return True
-    cores = os.cpu_count() or 1
-    ray.init(num_cpus=cfg.ray.num_cpus or max(8, 4 * cores), **common)
+    else:
+        cores = os.cpu_count() or 1
+        ray.init(num_cpus=cfg.ray.num_cpus or max(8, 4 * cores), **common)
+    # Ray's own SIGTERM handler dumps a stack and exits; ours unwinds like Ctrl-C instead, so
+    # a stopped pod or `kill` still deletes the route and shuts Ray down cleanly.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     return True
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def deploy_route(cfg: JobConfig, timeout_s: float = 600.0) -> Endpoint:

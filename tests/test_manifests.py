@@ -1,0 +1,40 @@
+"""Deployment files that users apply by hand must at least be valid for their consumers."""
+
+import pytest
+import yaml
+
+from jobs.config import load_config
+from serve.app import serve_config_from_dict
+from tests.conftest import REPO, SHARED
+
+CRDS = SHARED / "kuberay-crds"
+
+
+def crd_schema(name: str) -> dict:
+    crd = yaml.safe_load((CRDS / name).read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.skipif(not CRDS.exists(), reason="../shared/kuberay-crds is not here")
+@pytest.mark.parametrize("manifest, crd", [("k8s/rayjob-quickstart.yaml", "ray.io_rayjobs.yaml")])
+def test_kuberay_manifests_satisfy_their_crd(manifest, crd):
+    import jsonschema
+
+    doc = yaml.safe_load((REPO / manifest).read_text())
+    jsonschema.validate(doc, crd_schema(crd))
+    entry = doc["spec"]["entrypoint"].split()
+    assert entry[:2] == ["judgefleet", "score"] and (REPO / entry[2]).exists()
+
+
+def test_serve_yaml_builds_a_valid_app_config():
+    doc = yaml.safe_load((REPO / "conf/serve.yaml").read_text())
+    app = doc["applications"][0]
+    assert app["import_path"] == "serve.app:app_builder"
+    cfg = serve_config_from_dict(app["args"])
+    assert cfg.models[0].id == "gemma3-270m"
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "conf").rglob("*.yaml") if p.name != "serve.yaml"))
+def test_every_shipped_job_config_loads(path):
+    cfg = load_config(REPO / path)
+    assert cfg.judge.model
