@@ -165,6 +165,9 @@ def validate(cfg: JobConfig) -> None:
     _choice("judge.mode", j.mode, MODES)
     _choice("judge.api", j.api, APIS)
     _choice("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
+    if cfg.tracking.mode != "disabled":
+        # Refuse rather than pretend: a run asked to be tracked must not silently go untracked.
+        raise ConfigError(f"tracking.mode: '{cfg.tracking.mode}' is not available yet; W&B lineage is not built (use disabled)")
     if j.url is not None and not j.url.startswith(("http://", "https://")):
         raise ConfigError(f"judge.url: '{j.url}' is not an http(s) URL; give the API base, e.g. http://host:8000/v1")
     if not j.model:
