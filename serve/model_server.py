@@ -29,17 +29,19 @@ def engine_class(engine: str):
 
 
 class ModelServer:
-    async def __init__(self, model_config: dict, engine_cls=None):
-        self.config = ModelConfig(**model_config)
+    async def __init__(self, model_config: dict, member: str = "", engine_cls=None):
+        fields = {k: v for k, v in model_config.items() if k != "autoscaling"}
+        self.config = ModelConfig(**fields)
         self.engine = (engine_cls or engine_class(self.config.engine))(self.config)
         info = await self.engine.start()
         self.lineage = {
             "backend": info.backend,
             "model": self.config.id,
+            "member": member,
             "model_file": info.model_file,
             "model_sha256": info.model_sha256,
-            "replica": _replica_id(),
-            "node": _node_id(),
+            "replica": replica_id(),
+            "node": node_id(),
         }
         self._chat_template = _compile_template(info.chat_template) if info.chat_template else None
 
@@ -147,7 +149,7 @@ def _compile_template(source: str):
     return env.from_string(source)
 
 
-def _replica_id() -> Optional[str]:
+def replica_id() -> Optional[str]:
     try:
         from ray import serve
 
@@ -156,7 +158,7 @@ def _replica_id() -> Optional[str]:
         return None
 
 
-def _node_id() -> Optional[str]:
+def node_id() -> Optional[str]:
     try:
         import ray
 

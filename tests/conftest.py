@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -62,31 +63,41 @@ def bundled_model(cache_dir):
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """One Ray for the whole session: a local multi-node cluster with a head, a node that offers
+    `judge_gpu` (standing in for a GPU node) and one that offers `judge_cpu`."""
     import ray
+    from ray.cluster_utils import Cluster
 
-    ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
-    yield ray
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 6})
+    gpu_node = cluster.add_node(num_cpus=4, resources={"judge_gpu": 1})
+    cpu_node = cluster.add_node(num_cpus=4, resources={"judge_cpu": 1})
+    ray.init(address=cluster.address, logging_level=logging.WARNING)
+    yield SimpleNamespace(ray=ray, cluster=cluster, gpu_node=gpu_node.node_id, cpu_node=cpu_node.node_id)
     try:
         from ray import serve
 
         serve.shutdown()
     finally:
         ray.shutdown()
+        cluster.shutdown()
 
 
 @pytest.fixture(scope="session")
-def judge_route(ray_session, bundled_model):
+def serve_port() -> int:
+    """Serve has one HTTP port per cluster: every app of the session is under it."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def judge_route(ray_session, bundled_model, serve_port):
     """The real route with the real bundled judge, deployed once: (url, JobConfig)."""
     from jobs.config import load_config
-    from jobs.endpoint import deploy_route
+    from jobs.endpoint import deploy_route, remove_route
 
-    port = free_port()
-    cfg = load_config(QUICKSTART, [f"serve.port={port}", "serve.models.0.context_length=2048", "serve.models.0.parallel=4"])
+    cfg = load_config(QUICKSTART, [f"serve.port={serve_port}", "serve.models.0.context_length=2048", "serve.models.0.parallel=4"])
     endpoint = deploy_route(cfg)
     yield endpoint.url, cfg
-    from ray import serve
-
-    serve.delete("judgefleet")
+    remove_route()
 
 
 @pytest.fixture(scope="session")
