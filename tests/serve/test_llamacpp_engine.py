@@ -98,3 +98,61 @@ def test_a_cancelled_request_frees_its_sequences(engine):
 
     asyncio.run(go())
     assert generate(engine, "Still working?", max_tokens=3, temperature=0).samples[0].completion_tokens == 3
+
+
+PROMPTS = ["Once upon a time", "The best way to cook rice is", "In 1492,", "Python is a",
+           "My favourite colour is", "The weather today", "A good judge of essays", "def add(a, b):"]
+
+
+def _greedy(prompts, together: bool, max_tokens: int = 24):
+    """Greedy continuations with top-2 logprobs, from a fresh engine (no cached prefix to reuse)."""
+    from serve.engines.llamacpp import LlamaCppEngine
+
+    async def go():
+        eng = LlamaCppEngine(ModelConfig(parallel=8, context_length=512, batch_tokens=256))
+        await eng.start()
+        reqs = [GenerationRequest(eng.tokenize(p), SamplingParams(max_tokens=max_tokens, temperature=0, logprobs=2))
+                for p in prompts]
+        try:
+            if together:
+                return [r.samples[0].logprobs for r in await asyncio.gather(*(eng.generate(r) for r in reqs))]
+            return [(await eng.generate(r)).samples[0].logprobs for r in reqs]
+        finally:
+            await eng.shutdown()
+
+    return asyncio.run(go())
+
+
+def test_batched_decoding_matches_single_decoding_within_kernel_rounding(bundled_model):
+    """Eight prompts at once vs one at a time, greedy. llama.cpp's CPU kernels are not batch
+    invariant: other batch shapes take other matmul paths (repacked weights, several activations
+    per pass), which round differently, and this small model amplifies it - probabilities move by
+    up to ~0.11 and near-ties flip (measured: 3 of 8 prompts identical over 24 tokens; even two
+    prompts together part after ~20 tokens). So: probabilities within 0.2 at every step both runs
+    share, and the same token wherever the lead is clear. A sequence that saw another's tokens, or
+    a wrong position or KV slot, would fail both."""
+    single, batched = _greedy(PROMPTS, together=False), _greedy(PROMPTS, together=True)
+    for a, b in zip(single, batched):
+        for tok_a, tok_b, top_a, top_b in zip(a.tokens, b.tokens, a.top_logprobs, b.top_logprobs):
+            shared = set(top_a) & set(top_b)
+            assert shared, (top_a, top_b)
+            assert max(abs(math.exp(top_a[t]) - math.exp(top_b[t])) for t in shared) < 0.2, (top_a, top_b)
+            lead = max(top_a.values()) - min(top_a.values())
+            if lead > 1.0:
+                assert tok_a == tok_b, (top_a, top_b)
+            if tok_a != tok_b:
+                break  # the continuations part here; later steps compare different texts
+
+
+def test_the_verdict_step_reuses_the_feedback_in_the_cache(engine):
+    """The score token after "[RESULT]" costs the few tokens after the feedback, not a prefill."""
+    prompt = "###Task: grade this answer to a question about tides. " * 6 + "###Feedback: "
+    feedback = generate(engine, prompt, n=2, max_tokens=20, temperature=1.0, seed=4, stop=["[RESULT]"])
+    for sample in feedback.samples:
+        before = engine.stats()["prompt_tokens_evaluated"]
+        verdict = generate(engine, prompt + sample.text + " [RESULT] ", max_tokens=1, temperature=0,
+                           logprobs=5, choices=["1", "2", "3", "4", "5"])
+        evaluated = engine.stats()["prompt_tokens_evaluated"] - before
+        assert verdict.samples[0].text in {"1", "2", "3", "4", "5"}
+        assert evaluated <= 8, f"{evaluated} of {verdict.prompt_tokens} prompt tokens computed again"
+        assert verdict.cached_tokens >= verdict.prompt_tokens - 8
