@@ -3,9 +3,10 @@
     python -m benchmarks.route_overhead [--seconds 20] [--out benchmarks/reports]
 
 A trivial backend (the stand-in OpenAI server of tests/stub_openai.py, in its own process)
-answers instantly. The same load is sent to it directly, then through judgefleet's route (Serve
-proxy -> ingress -> pool routing -> the backend as an `openai` pool member). The difference is
-the route's overhead. Writes route_overhead.json and route_overhead.md.
+answers instantly. The same load is sent to it directly, then through judgefleet's route with
+each front: `proxy` (Serve's HTTP proxy -> ingress replica) and `direct` (the ingress replica's
+own listener), the route then doing pool routing and calling the backend as an `openai` pool
+member. The difference is the route's overhead. Writes route_overhead.json and route_overhead.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from ray import serve
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = {"model": "bench-judge", "prompt": "Feedback: fine. [RESULT] ", "max_tokens": 1, "temperature": 0}
@@ -76,64 +78,78 @@ def run(seconds: float, out_dir: Path) -> dict:
     try:
         stub_url = json.loads(stub.stdout.readline())["url"]
         ray.init(address="local", num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
-        port = free_port()
-        cfg = load_config(REPO / "conf" / "quickstart.yaml", [
-            f"serve.port={port}", "judge.model=bench-judge", "serve.models=[{}]", "serve.models.0.id=bench-judge",
-            "serve.models.0.name=stub", "serve.models.0.engine=openai", f"serve.models.0.model={stub_url}",
-            "serve.models.0.engine_kwargs={model: stub-judge}", "serve.models.0.max_ongoing_requests=512",
-        ])
-        route_url = deploy_route(cfg).url
-        results = {}
-        for name, url in (("direct", stub_url), ("route", route_url)):
-            asyncio.run(measure(url, 4, 2))  # warm up connections and code paths
-            results[name] = {
-                "sequential": asyncio.run(measure(url, 1, seconds)),
-                "concurrent": asyncio.run(measure(url, 32, seconds)),
-            }
+        results = {"backend": _load(stub_url, seconds)}
+        for front in ("proxy", "direct"):
+            cfg = load_config(REPO / "conf" / "quickstart.yaml", [
+                f"serve.port={free_port()}", f"serve.front={front}", "judge.model=bench-judge", "serve.models=[{}]",
+                "serve.models.0.id=bench-judge", "serve.models.0.name=stub", "serve.models.0.engine=openai",
+                f"serve.models.0.model={stub_url}", "serve.models.0.engine_kwargs={model: stub-judge}",
+                "serve.models.0.max_ongoing_requests=512",
+            ])
+            results[f"route ({front} front)"] = _load(deploy_route(cfg).url, seconds)
+            serve.shutdown()
         ray.shutdown()
     finally:
         stub.terminate()
         stub.wait(10)
-    added_p50 = results["route"]["sequential"]["p50_ms"] - results["direct"]["sequential"]["p50_ms"]
-    added_p99 = results["route"]["sequential"]["p99_ms"] - results["direct"]["sequential"]["p99_ms"]
+    base = results["backend"]["sequential"]
+    fronts = {}
+    for name, r in results.items():
+        if name == "backend":
+            continue
+        fronts[name] = {
+            "added_p50_ms": round(r["sequential"]["p50_ms"] - base["p50_ms"], 2),
+            "added_p99_ms": round(r["sequential"]["p99_ms"] - base["p99_ms"], 2),
+            "requests_per_s": r["concurrent"]["requests_per_s"],
+        }
+        fronts[name]["goal_met"] = fronts[name]["added_p50_ms"] < 5.0 and fronts[name]["requests_per_s"] >= 200
     report = {
         "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
         "seconds_per_run": seconds,
         "results": results,
-        "added_latency_p50_ms": round(added_p50, 2),
-        "added_latency_p99_ms": round(added_p99, 2),
-        "route_requests_per_s": results["route"]["concurrent"]["requests_per_s"],
+        "fronts": fronts,
         "goal": {"added_p50_ms_below": 5.0, "route_requests_per_s_at_least": 200},
     }
-    report["goal_met"] = report["added_latency_p50_ms"] < 5.0 and report["route_requests_per_s"] >= 200
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "route_overhead.json").write_text(json.dumps(report, indent=2))
     (out_dir / "route_overhead.md").write_text(markdown(report))
     return report
 
 
+def _load(url: str, seconds: float) -> dict:
+    asyncio.run(measure(url, 4, 2))  # warm up connections and code paths
+    return {"sequential": asyncio.run(measure(url, 1, seconds)), "concurrent": asyncio.run(measure(url, 32, seconds))}
+
+
 def markdown(r: dict) -> str:
     rows = []
-    for name in ("direct", "route"):
+    for name, result in r["results"].items():
         for mode in ("sequential", "concurrent"):
-            m = r["results"][name][mode]
+            m = result[mode]
             rows.append(f"| {name} | {m['concurrency']} | {m['requests']} | {m['errors']} | {m['requests_per_s']} | {m['p50_ms']} | {m['p99_ms']} |")
+    summary = [
+        f"- {name}: added latency p50 {f['added_p50_ms']} ms, p99 {f['added_p99_ms']} ms; {f['requests_per_s']} requests/s "
+        f"through one ingress replica at concurrency 32 - goal {'met' if f['goal_met'] else 'not met'}."
+        for name, f in r["fronts"].items()
+    ]
     return "\n".join([
         "# Route overhead",
         "",
         f"Machine: {r['machine']}. Command: `python -m benchmarks.route_overhead`. {r['seconds_per_run']} s per run.",
         "",
         "A stand-in OpenAI server (tests/stub_openai.py, its own process) answers every request at once; the same",
-        "closed-loop load goes to it directly and through the route (Serve proxy, ingress, pool routing, the",
-        "server as an `openai` pool member). Load generator, route and server share the machine's cores.",
+        "closed-loop load goes to it directly (backend) and through the route, whose ingress does pool routing and",
+        "calls the server as an `openai` pool member. `proxy` front: Serve's HTTP proxy hands each request to the",
+        "ingress replica. `direct` front: the ingress replica listens itself. Load generator, route and server",
+        "share the machine's cores. Added latency is the sequential p50/p99 difference to the backend alone.",
         "",
         "| path | concurrency | requests | errors | requests/s | p50 ms | p99 ms |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
-        f"Added latency (sequential): p50 {r['added_latency_p50_ms']} ms, p99 {r['added_latency_p99_ms']} ms.",
-        f"Through one ingress replica: {r['route_requests_per_s']} requests/s at concurrency 32.",
-        f"Goal (added p50 under 5 ms, at least 200 requests/s): {'met' if r['goal_met'] else 'not met'}.",
+        "Goal: added p50 under 5 ms and at least 200 requests/s through one ingress replica.",
+        "",
+        *summary,
         "",
     ])
 

@@ -113,10 +113,15 @@ def deploy_route(cfg: JobConfig, timeout_s: float = 900.0, app_name: Optional[st
     host, port = cfg.serve.host, cfg.serve.port
     # Per-request access logs would bury the job's own output; they stay in Ray's log files.
     quiet = {"log_level": "WARNING", "enable_access_log": False}
-    serve.start(proxy_location=cfg.serve.proxy_location, http_options={"host": host, "port": port}, logging_config=quiet)
+    direct = cfg.serve.front == "direct"
+    # A direct front owns the port itself: Serve's proxy then stays off.
+    serve.start(proxy_location="Disabled" if direct else cfg.serve.proxy_location,
+                http_options={"host": host, "port": port}, logging_config=quiet)
     started = time.monotonic()
-    serve.run(build_app(cfg.serve, app_name), name=app_name, route_prefix=route_prefix, blocking=False,
-              logging_config=quiet)
+    serve.run(build_app(cfg.serve, app_name), name=app_name, route_prefix=None if direct else route_prefix,
+              blocking=False, logging_config=quiet)
+    if direct:
+        route_prefix = "/"
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{connect_host}:{port}{route_prefix.rstrip('/')}/v1"
     key = api_key(cfg.serve)

@@ -106,7 +106,11 @@ def build_app(cfg: ServeConfig, app_name: str = APP_NAME) -> Application:
             }
         )
     ingress = Ingress.options(num_replicas=cfg.ingress_replicas)
-    return ingress.bind(pools, api_key(cfg), cfg.retry_after_s, app_name)
+    direct = {"host": cfg.host, "port": cfg.port} if cfg.front == "direct" else None
+    if direct:
+        # The listener must be where clients expect it: on the head node, beside the driver.
+        ingress = ingress.options(ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
+    return ingress.bind(pools, api_key(cfg), cfg.retry_after_s, app_name, direct)
 
 
 def serve_config_from_dict(args: dict) -> ServeConfig:

@@ -85,6 +85,9 @@ class ServeConfig:
     api_key: Optional[str] = None
     # HeadOnly: one HTTP proxy on the head node. EveryNode: one per node (behind a load balancer).
     proxy_location: str = "HeadOnly"
+    # proxy: Serve's HTTP proxy hands requests to the ingress (standard; works with `serve run`).
+    # direct: the ingress replicas listen on host:port themselves, one hop fewer (lower latency).
+    front: str = "proxy"
     # Seconds a client is told to wait (Retry-After) when every member of a pool is full or down.
     retry_after_s: int = 1
     # Ingress replicas (each routes over all members).
@@ -111,6 +114,8 @@ def validate_serve_config(cfg: ServeConfig) -> None:
         raise ValueError(f"serve.port: {cfg.port} is not a TCP port (1-65535)")
     if cfg.proxy_location not in ("HeadOnly", "EveryNode", "Disabled"):
         raise ValueError(f"serve.proxy_location: '{cfg.proxy_location}' is not one of HeadOnly, EveryNode, Disabled")
+    if cfg.front not in ("proxy", "direct"):
+        raise ValueError(f"serve.front: '{cfg.front}' is not one of proxy, direct")
     for key in ("retry_after_s", "ingress_replicas"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"serve.{key}: must be at least 1, got {getattr(cfg, key)}")

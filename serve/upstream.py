@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-import httpx
+import aiohttp
 
 from serve.errors import error_body
 
@@ -29,30 +29,32 @@ class Upstream:
         key = os.environ.get(api_key_env) if api_key_env else None
         self.lineage = {"backend": "openai", "model": model_id, "member": member, "model_file": self.upstream_model,
                         "upstream": self.url}
-        self._http = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {key}"} if key else {},
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
+        self._http: Optional[aiohttp.ClientSession] = None  # made on the serving event loop, on first use
 
     async def call(self, method: str, body: dict) -> dict:
         path = {"completions": "/completions", "chat": "/chat/completions"}.get(method)
         if path is None:  # /tokenize is not part of the OpenAI API; upstreams need not have it
             return {"status": 404, "body": error_body(404, f"'{method}' is not forwarded to upstream members")}
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+            )
         try:
-            response = await self._http.post(self.url + path, json=dict(body, model=self.upstream_model))
-        except httpx.HTTPError as e:
+            async with self._http.post(self.url + path, json=dict(body, model=self.upstream_model)) as response:
+                status = response.status
+                if status >= 500 or status == 429:
+                    raise UpstreamUnreachable(f"HTTP {status}")
+                answer = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise UpstreamUnreachable(f"{type(e).__name__}: {e}") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise UpstreamUnreachable(f"HTTP {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError:
-            raise UpstreamUnreachable("invalid JSON") from None
-        if response.status_code == 200 and isinstance(answer, dict):
+        if status == 200 and isinstance(answer, dict):
             answer["model"] = self.model_id
             answer["judgefleet"] = self.lineage
-        return {"status": response.status_code, "body": answer}
+        return {"status": status, "body": answer}
 
     def card(self, context_length: int) -> dict:
         return {"id": self.model_id, "object": "model", "owned_by": "judgefleet", "max_model_len": context_length,

@@ -94,7 +94,9 @@ def judge_route(ray_session, bundled_model, serve_port):
     from jobs.config import load_config
     from jobs.endpoint import deploy_route, remove_route
 
-    cfg = load_config(QUICKSTART, [f"serve.port={serve_port}", "serve.models.0.context_length=2048", "serve.models.0.parallel=4"])
+    # Serve's own HTTP proxy in front (the `serve run` / RayService path); the fleet tests use the direct front.
+    cfg = load_config(QUICKSTART, [f"serve.port={serve_port}", "serve.front=proxy", "serve.models.0.context_length=2048",
+                                   "serve.models.0.parallel=4"])
     endpoint = deploy_route(cfg)
     yield endpoint.url, cfg
     remove_route()

