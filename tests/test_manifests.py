@@ -5,6 +5,7 @@ import yaml
 
 from jobs.config import load_config
 from serve.app import serve_config_from_dict
+from serve.config import validate_serve_config
 from tests.conftest import REPO, SHARED
 
 CRDS = SHARED / "kuberay-crds"
@@ -16,14 +17,30 @@ def crd_schema(name: str) -> dict:
 
 
 @pytest.mark.skipif(not CRDS.exists(), reason="../shared/kuberay-crds is not here")
-@pytest.mark.parametrize("manifest, crd", [("k8s/rayjob-quickstart.yaml", "ray.io_rayjobs.yaml")])
+@pytest.mark.parametrize("manifest, crd", [
+    ("k8s/rayjob-quickstart.yaml", "ray.io_rayjobs.yaml"),
+    ("k8s/rayservice-mixed-fleet.yaml", "ray.io_rayservices.yaml"),
+])
 def test_kuberay_manifests_satisfy_their_crd(manifest, crd):
     import jsonschema
 
     doc = yaml.safe_load((REPO / manifest).read_text())
     jsonschema.validate(doc, crd_schema(crd))
-    entry = doc["spec"]["entrypoint"].split()
-    assert entry[:2] == ["judgefleet", "score"] and (REPO / entry[2]).exists()
+    if doc["kind"] == "RayJob":
+        entry = doc["spec"]["entrypoint"].split()
+        assert entry[:2] == ["judgefleet", "score"] and (REPO / entry[2]).exists()
+    else:
+        # The Serve config inside is one our builder accepts, with one pool of two kinds of members.
+        app = yaml.safe_load(doc["spec"]["serveConfigV2"])["applications"][0]
+        assert app["import_path"] == "serve.app:app_builder"
+        args = dict(app["args"])
+        cfg = serve_config_from_dict(args)
+        validate_serve_config(cfg)
+        assert {m.engine for m in cfg.models} == {"vllm", "llama.cpp"} and len({m.id for m in cfg.models}) == 1
+        groups = {g["groupName"]: g["rayStartParams"].get("resources", "") for g in doc["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+        for m in cfg.models:
+            (resource,) = m.resources
+            assert any(resource in r for r in groups.values()), (resource, groups)
 
 
 def test_serve_yaml_builds_a_valid_app_config():
