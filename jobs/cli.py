@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   judgefleet score conf/quickstart.yaml
   judgefleet score conf/quickstart.yaml dataset.limit=5 sampling.num_samples=1
   judgefleet serve conf/quickstart.yaml serve.port=8001
+  judgefleet bench conf/bench.yaml dataset.limit=6
 """
 
 
@@ -26,6 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, help_text in (
         ("score", "score a dataset with a judge; writes scores/part-*.parquet and summary.json"),
         ("serve", "run the judge route in the foreground (OpenAI API) until Ctrl-C"),
+        ("bench", "judge the same rows three ways (the article's method, the bare engine, judgefleet) and compare"),
     ):
         verb = verbs.add_parser(name, help=help_text, description=help_text)
         verb.add_argument("config", help="a YAML config, e.g. conf/quickstart.yaml")
@@ -41,6 +43,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             summary = run(cfg)
             return 0 if summary["rows"] == 0 or summary["scored"] > 0 else 1
+        if args.verb == "bench":
+            from jobs.bench import run as bench_run
+
+            bench_run(cfg)
+            return 0
         from jobs.serve_cmd import run as serve_run
 
         serve_run(cfg)

@@ -9,13 +9,17 @@ backoff and full jitter, waiting at least what a `Retry-After` header asks. Othe
 are the request's fault and are not retried. A 429 ("slow down": every judge is busy) does not
 use up a retry: the client keeps backing off until `patience_s` has passed, so a saturated route
 slows a job down instead of failing its rows. `max_in_flight` bounds the requests this client has
-out at once; a request waiting out its backoff does not hold a slot.
+out at once; a request waiting out its backoff does not hold a slot. Waiting requests get a free
+slot in `priority` order (lowest first): a row that started earlier finishes before new rows
+start, so its verdict step still finds its feedback in the judge's cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import heapq
+import itertools
 import random
 import time
 from typing import Optional, Tuple
@@ -23,6 +27,36 @@ from typing import Optional, Tuple
 import httpx
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class PrioritySlots:
+    """A semaphore whose waiters are served lowest priority value first (FIFO among equals)."""
+
+    def __init__(self, slots: int):
+        self._free = slots
+        self._waiters: list = []
+        self._count = itertools.count()
+
+    async def acquire(self, priority: float = 0.0) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._count), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
 
 
 class ApiError(Exception):
@@ -72,15 +106,16 @@ class OpenAIClient:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.patience_s = patience_s
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = PrioritySlots(max_in_flight)
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
             limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
         )
 
-    async def post(self, path: str, body: dict) -> Tuple[dict, httpx.Headers]:
-        return await self._request("POST", path, body)
+    async def post(self, path: str, body: dict, priority: float = 0.0,
+                   headers: Optional[dict] = None) -> Tuple[dict, httpx.Headers]:
+        return await self._request("POST", path, body, priority, headers)
 
     async def get(self, path: str) -> Tuple[dict, httpx.Headers]:
         return await self._request("GET", path, None)
@@ -88,7 +123,8 @@ class OpenAIClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, body: Optional[dict]) -> Tuple[dict, httpx.Headers]:
+    async def _request(self, method: str, path: str, body: Optional[dict], priority: float = 0.0,
+                       headers: Optional[dict] = None) -> Tuple[dict, httpx.Headers]:
         url = self._url(path)
         deadline = time.monotonic() + self.patience_s
         attempt, throttled = 0, 0
@@ -96,8 +132,11 @@ class OpenAIClient:
             attempt += 1
             wait_hint = None
             try:
-                async with self._slots:
-                    response = await self._http.request(method, url, json=body)
+                await self._slots.acquire(priority)
+                try:
+                    response = await self._http.request(method, url, json=body, headers=headers)
+                finally:
+                    self._slots.release()
             except httpx.TimeoutException:
                 problem, status = "timed out", None
             except httpx.TransportError as e:

@@ -23,6 +23,7 @@ from serve.config import BUNDLED_MODEL_ID, ServeConfig, validate_serve_config
 MODES = ("absolute", "relative")
 APIS = ("completions", "chat")
 TRACKING_MODES = ("offline", "online", "disabled")
+BENCH_METHODS = ("article", "engine", "judgefleet")
 
 
 @dataclass
@@ -113,6 +114,26 @@ class RayConfig:
 
 
 @dataclass
+class MachinePrice:
+    name: str = "this machine"
+    usd_per_hour: float = 0.0
+
+
+@dataclass
+class BenchConfig:
+    """`judgefleet bench`: the same rows judged three ways, side by side."""
+
+    # article: one request per sample, sequentially, to llama-cpp-python's own server.
+    # engine: judgefleet's llama.cpp engine driven directly in this process (no Ray, no HTTP).
+    # judgefleet: `judgefleet score` through Ray Data and the Serve route.
+    methods: List[str] = field(default_factory=lambda: ["article", "engine", "judgefleet"])
+    # Prices for the cost table, at the speeds measured here.
+    machines: List[MachinePrice] = field(default_factory=lambda: [MachinePrice("this machine", 0.10)])
+    # Rows of the whole evaluation the cost table projects to (default: the dataset's rows).
+    evaluation_rows: Optional[int] = None
+
+
+@dataclass
 class JobConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
@@ -121,6 +142,7 @@ class JobConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
 
 def load_config(path: str | Path, overrides: List[str] = ()) -> JobConfig:
@@ -191,6 +213,9 @@ def validate(cfg: JobConfig) -> None:
         raise ConfigError(f"sampling.top_p: must be in (0, 1], got {s.top_p}")
     if j.max_in_flight < j.clients:
         raise ConfigError(f"judge.max_in_flight ({j.max_in_flight}) must be at least judge.clients ({j.clients})")
+    unknown = [m for m in cfg.bench.methods if m not in BENCH_METHODS]
+    if unknown or not cfg.bench.methods:
+        raise ConfigError(f"bench.methods: {unknown or 'empty'}; choose from {', '.join(BENCH_METHODS)}")
     if d.limit is not None and d.limit < 0:
         raise ConfigError(f"dataset.limit: must be 0 or more, got {d.limit}")
     if d.format is not None and d.format not in ("json", "jsonl", "parquet", "csv"):

@@ -15,7 +15,9 @@ the distribution read from the log-probabilities of the score token where the en
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -113,9 +115,13 @@ class RowJudge:
         self.s = settings
         self.supports_n = True
         self.supports_tokenize = True
+        self._rows_started = itertools.count()
 
     async def judge(self, prompt: str, row_id: str) -> RowVerdict:
         started = time.perf_counter()
+        # Rows that started first get free request slots first (see OpenAIClient): the verdict
+        # step of a row then follows its feedback while the judge still has it cached.
+        _ROW_ORDER.set(next(self._rows_started))
         row = RowVerdict()
         try:
             if self.s.api == "chat":
@@ -146,28 +152,40 @@ class RowJudge:
             "stop": [RESULT_MARKER],
         }
         choices = await self._samples("completions", body, sample_seed(s.seed, row_id), row)
-        feedbacks = [(c.get("text") or "", c.get("finish_reason")) for c in choices]
-        row.samples = list(await asyncio.gather(*(self._score(text, fb, why, row) for fb, why in feedbacks)))
-
-    async def _score(self, text: str, feedback: str, finish_reason: Optional[str], row: RowVerdict) -> SampleVerdict:
-        s = self.s
-        # A feedback cut off by max_tokens gets the marker on a fresh word, so the verdict still follows it.
-        glue = "" if finish_reason == "stop" or feedback.endswith((" ", "\n")) else " "
-        lead = feedback + glue + RESULT_MARKER + " "
+        leads = [_lead(c.get("text") or "", c.get("finish_reason")) for c in choices]
         body = {
             "model": s.model,
-            "prompt": text + lead,
             "max_tokens": 1,
             "temperature": 0.0,
             "logprobs": s.top_logprobs or 1,
             "structured_outputs": {"choice": list(s.choices)},
         }
+        if row.lineage.get("member"):
+            # judgefleet's route takes a list of prompts: one request carries every sample's verdict
+            # step, and goes to the pool member that holds their feedback in its cache.
+            try:
+                answer, _ = await self._post("completions", dict(body, prompt=[text + lead for lead in leads]),
+                                             headers={"x-judgefleet-prefer-member": row.lineage["member"]})
+            except ApiError as e:
+                row.samples = [_unscored(lead, s.mode, f"score request failed: {e}") for lead in leads]
+                return
+            self._count(answer, row)
+            answers = list(answer.get("choices") or [])
+            row.samples = [self._verdict(lead, answers[i] if i < len(answers) else {}) for i, lead in enumerate(leads)]
+            return
+        row.samples = list(await asyncio.gather(*(self._score_one(dict(body, prompt=text + lead), lead, row) for lead in leads)))
+
+    async def _score_one(self, body: dict, lead: str, row: RowVerdict) -> SampleVerdict:
         try:
-            answer, _ = await self.client.post("completions", body)
+            answer, _ = await self._post("completions", body)
         except ApiError as e:
-            return SampleVerdict(feedback=_feedback_text(feedback, s.mode), error=f"score request failed: {e}")
+            return _unscored(lead, self.s.mode, f"score request failed: {e}")
         self._count(answer, row)
-        choice = (answer.get("choices") or [{}])[0]
+        return self._verdict(lead, (answer.get("choices") or [{}])[0])
+
+    def _verdict(self, lead: str, choice: dict) -> SampleVerdict:
+        """A sample's verdict from its score token and that token's top log-probabilities."""
+        s = self.s
         token = (choice.get("text") or "").strip()
         top = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
         probs = score_distribution(top, s.choices)
@@ -212,7 +230,7 @@ class RowJudge:
         n = self.s.num_samples
         choices: List[dict] = []
         if self.supports_n or n == 1:
-            answer, _ = await self.client.post(path, dict(body, n=n, **_seed(seed)))
+            answer, _ = await self._post(path, dict(body, n=n, **_seed(seed)))
             self._count(answer, row, lineage=True)
             choices = list(answer.get("choices") or [])[:n]
             if len(choices) < n and n > 1:
@@ -220,7 +238,7 @@ class RowJudge:
         rest = range(len(choices), n)
         if rest:
             answers = await asyncio.gather(
-                *(self.client.post(path, dict(body, n=1, **_seed(None if seed is None else seed + i))) for i in rest)
+                *(self._post(path, dict(body, n=1, **_seed(None if seed is None else seed + i))) for i in rest)
             )
             for answer, _ in answers:
                 self._count(answer, row, lineage=not row.lineage)
@@ -236,7 +254,7 @@ class RowJudge:
         if not self.supports_tokenize:
             return max_tokens
         try:
-            answer, _ = await self.client.post("/tokenize", {"model": self.s.model, "prompt": text})
+            answer, _ = await self._post("/tokenize", {"model": self.s.model, "prompt": text})
             count = int(answer["count"])
         except (ApiError, KeyError, TypeError, ValueError):
             self.supports_tokenize = False
@@ -248,6 +266,9 @@ class RowJudge:
                 f"(with {VERDICT_ROOM} kept for the verdict); shorten the prompt or use a judge with a longer context"
             )
         return min(max_tokens, room)
+
+    async def _post(self, path: str, body: dict, headers: Optional[dict] = None):
+        return await self.client.post(path, body, priority=_ROW_ORDER.get(), headers=headers)
 
     @staticmethod
     def _count(answer: dict, row: RowVerdict, lineage: bool = False) -> None:
@@ -264,6 +285,9 @@ class RowJudge:
             )
 
 
+_ROW_ORDER: contextvars.ContextVar = contextvars.ContextVar("row_order", default=0)
+
+
 class _RowRefused(Exception):
     """The row is not sent (e.g. its prompt cannot fit); the message is its error."""
 
@@ -272,8 +296,15 @@ def _seed(seed: Optional[int]) -> dict:
     return {} if seed is None else {"seed": seed}
 
 
-def _feedback_text(feedback: str, mode: str) -> str:
-    return parse_verdict(feedback + RESULT_MARKER, mode).feedback
+def _lead(feedback: str, finish_reason: Optional[str]) -> str:
+    """The feedback and the verdict marker the score token follows. A feedback cut off by
+    max_tokens gets the marker on a fresh word, so the verdict still follows it."""
+    glue = "" if finish_reason == "stop" or feedback.endswith((" ", "\n")) else " "
+    return feedback + glue + RESULT_MARKER + " "
+
+
+def _unscored(lead: str, mode: str, error: str) -> SampleVerdict:
+    return SampleVerdict(feedback=parse_verdict(lead, mode).feedback, error=error)
 
 
 def _chat_score_probs(choice: dict, content: str, choices: tuple) -> Optional[List[float]]:

@@ -30,9 +30,26 @@ def engine_class(engine: str):
 
 class ModelServer:
     async def __init__(self, model_config: dict, member: str = "", engine_cls=None):
+        # Ray actors may construct asynchronously; plain Python cannot, hence `create` below.
+        self._setup(model_config, member, engine_cls)
+        await self._start()
+
+    @classmethod
+    async def create(cls, model_config: dict, member: str = "", engine_cls=None) -> "ModelServer":
+        """A started server outside Ray (e.g. the in-process ceiling of `judgefleet bench`)."""
+        server = cls.__new__(cls)
+        server._setup(model_config, member, engine_cls)
+        await server._start()
+        return server
+
+    def _setup(self, model_config: dict, member: str, engine_cls) -> None:
         fields = {k: v for k, v in model_config.items() if k != "autoscaling"}
         self.config = ModelConfig(**fields)
+        self.member = member
         self.engine = (engine_cls or engine_class(self.config.engine))(self.config)
+
+    async def _start(self) -> None:
+        member = self.member
         info = await self.engine.start()
         self.lineage = {
             "backend": info.backend,
@@ -70,8 +87,7 @@ class ModelServer:
         req: oa.CompletionRequest = oa.parse(oa.CompletionRequest, body)
         req.unsupported()
         params = req.sampling(req.max_tokens, req.logprobs)
-        prompts = [self._tokenize(p) for p in req.prompt]
-        results = await asyncio.gather(*(self._generate(p, params, req.n) for p in prompts))
+        results = await asyncio.gather(*(self._generate(self._tokenize(p), params, req.n, p) for p in req.prompt))
         return oa.completion_body(self.config.id, list(results), self.lineage)
 
     async def _chat(self, body: dict) -> dict:
@@ -87,7 +103,7 @@ class ModelServer:
         text = self._render_chat(req)
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = req.sampling(req.max_completion_tokens or req.max_tokens or 512, top)
-        result = await self._generate(self._tokenize(text, chat=True), params, req.n)
+        result = await self._generate(self._tokenize(text, chat=True), params, req.n, text)
         return oa.chat_body(self.config.id, result, self.lineage)
 
     async def _tokenize_request(self, body: dict) -> dict:
@@ -111,9 +127,9 @@ class ModelServer:
         add_special = not (chat and text.startswith(self.engine.bos_text()))
         return self.engine.tokenize(text, add_special=add_special)
 
-    async def _generate(self, tokens: list, params, n: int):
+    async def _generate(self, tokens: list, params, n: int, text: Optional[str] = None):
         try:
-            return await self.engine.generate(GenerationRequest(tokens, params, n))
+            return await self.engine.generate(GenerationRequest(tokens, params, n, text))
         except PromptTooLong as e:
             raise OpenAIError(400, str(e), "prompt", "context_length_exceeded") from None
         except ValueError as e:
@@ -162,6 +178,8 @@ def node_id() -> Optional[str]:
     try:
         import ray
 
+        if not ray.is_initialized():  # asking would start a Ray of its own
+            return None
         return ray.get_runtime_context().get_node_id()
     except Exception:
         return None

@@ -107,12 +107,15 @@ class Router:
         except OpenAIError as e:
             return Reply(e.status, e.body())
         pinned = headers.get("x-judgefleet-member")
+        # A preferred member goes first when it has room (e.g. the one holding a row's feedback
+        # in its cache); unlike a pinned one, others still take the request when it has none.
+        preferred = headers.get("x-judgefleet-prefer-member")
         tried: set = set()
         while True:
             candidates = [m for m in pool.candidates() if m not in tried and (not pinned or m.name == pinned)]
             if not candidates:
                 break
-            member = candidates[0]
+            member = next((m for m in candidates if m.name == preferred), candidates[0])
             tried.add(member)
             member.outstanding += 1
             try:

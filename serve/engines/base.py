@@ -31,6 +31,9 @@ class GenerationRequest:
     prompt_tokens: List[int]
     params: SamplingParams
     n: int = 1
+    # The prompt as text, when it came as text: lets an engine continue a cached sequence whose
+    # text the prompt extends, even where tokenizing the whole text again would split differently.
+    prompt_text: Optional[str] = None
 
 
 @dataclass

@@ -79,10 +79,13 @@ class LlamaCppEngine:
         mparams.n_gpu_layers = 0
         self._model = internals.LlamaModel(path_model=str(model_file.path), params=mparams, verbose=False)
         cparams = internals.LlamaContext.default_params()
-        cparams.n_ctx = cfg.context_length * cfg.parallel
-        cparams.n_batch = cfg.batch_tokens + cfg.parallel
-        cparams.n_ubatch = cfg.batch_tokens + cfg.parallel
-        cparams.n_seq_max = cfg.parallel
+        slots = cfg.parallel + cfg.cache_slots
+        cparams.n_ctx = cfg.context_length * slots
+        # One llama_batch: a chunk of prompt plus a token per decoding sequence, short answers'
+        # sequences included (up to 2 x parallel, see BatchScheduler).
+        cparams.n_batch = cfg.batch_tokens + 2 * cfg.parallel
+        cparams.n_ubatch = cfg.batch_tokens + 2 * cfg.parallel
+        cparams.n_seq_max = slots
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         # One KV buffer shared by all sequences, so seq_cp shares cells instead of copying.
@@ -98,6 +101,8 @@ class LlamaCppEngine:
             parallel=cfg.parallel,
             context_length=cfg.context_length,
             batch_tokens=cfg.batch_tokens,
+            max_candidates=cfg.max_candidates,
+            cache_slots=cfg.cache_slots,
         )
         self._scheduler.start()
         template = self._model.metadata().get("tokenizer.chat_template")

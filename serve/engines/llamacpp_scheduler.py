@@ -3,7 +3,8 @@
 Why not `llama_cpp.Llama`: it decodes one sequence at a time, and its logprobs need
 `logits_all=True`, which keeps n_ctx x n_vocab floats (4 GB for Gemma's 262k vocabulary).
 
-How it works: the KV cache is split into `parallel` slots (llama.cpp sequence ids). Each
+How it works: the KV cache is split into slots (llama.cpp sequence ids): up to `parallel` of them
+decode at once, and `cache_slots` more only keep the KV of finished sequences for reuse. Each
 iteration builds one llama_batch holding the next token of every decoding sequence plus a chunk
 of prompt tokens of sequences still in prefill, decodes it once, and samples every sequence that
 got logits. Requests join and leave between iterations. A finished slot keeps its KV, so a new
@@ -29,6 +30,7 @@ from serve.engines.base import GenerationRequest, GenerationResult, Sample, Toke
 log = logging.getLogger(__name__)
 
 _MASKED = -1e30  # a logit no sampler will pick; finite, so softmax never sees inf - inf
+SHORT_ANSWER = 4  # max_tokens up to which a request counts as a short answer (admitted first)
 
 
 @dataclass
@@ -81,7 +83,8 @@ def _common_prefix(a: List[int], b: List[int]) -> int:
 class BatchScheduler:
     """Owns a llama context; `submit` is thread-safe, everything else runs on the loop thread."""
 
-    def __init__(self, model, ctx, *, parallel: int, context_length: int, batch_tokens: int):
+    def __init__(self, model, ctx, *, parallel: int, context_length: int, batch_tokens: int, max_candidates: int = 0,
+                 cache_slots: int = 0):
         import llama_cpp
 
         self._ll = llama_cpp
@@ -91,11 +94,15 @@ class BatchScheduler:
         self._vocab = model.vocab
         self.n_vocab = model.n_vocab()
         self.parallel = parallel
+        self.overflow = parallel  # extra sequences allowed for short answers (see _run)
+        self.slots = parallel + cache_slots
         self.context_length = context_length
         self.batch_tokens = batch_tokens
-        self._batch = llama_cpp.llama_batch_init(batch_tokens + parallel, 0, 1)
-        self._slot_tokens: List[List[int]] = [[] for _ in range(parallel)]  # tokens whose KV each slot holds
-        self._owner: List[Optional[_Seq]] = [None] * parallel
+        self.max_candidates = max_candidates
+        self._batch = llama_cpp.llama_batch_init(batch_tokens + parallel + self.overflow, 0, 1)
+        self._slot_tokens: List[List[int]] = [[] for _ in range(self.slots)]  # tokens whose KV each slot holds
+        self._slot_used = [0] * self.slots  # when each slot last held a sequence (a step count)
+        self._owner: List[Optional[_Seq]] = [None] * self.slots
         self._pending: Deque[Job] = deque()
         self._cv = threading.Condition()
         self._stopping = False
@@ -128,6 +135,7 @@ class BatchScheduler:
                 "waiting_requests": len(self._pending),
                 "busy_slots": sum(o is not None for o in self._owner),
                 "slots": self.parallel,
+                "cache_slots": self.slots - self.parallel,
                 "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
                 "decode_steps": self.decode_steps,
             }
@@ -148,6 +156,12 @@ class BatchScheduler:
                 if self._stopping:
                     break
                 self._drop_cancelled()
+                # Short answers (a verdict step: one token after cached feedback) go first, even
+                # past `parallel`: they finish within a step or two, and waiting behind new
+                # prompts would let the cache they continue be evicted.
+                for job in [j for j in self._pending if j.request.params.max_tokens <= SHORT_ANSWER]:
+                    if self._admit(job, limit=self.parallel + self.overflow):
+                        self._pending.remove(job)
                 while self._pending and self._admit(self._pending[0]):
                     self._pending.popleft()
             if not self._active():
@@ -171,36 +185,38 @@ class BatchScheduler:
             if seq.job.cancelled:
                 self._release(seq)
 
-    def _admit(self, job: Job) -> bool:
+    def _admit(self, job: Job, limit: Optional[int] = None) -> bool:
         """Give the job's samples their slots, reusing the longest cached prefix."""
         if job.cancelled:
             return True
-        free = [s for s in range(self.parallel) if self._owner[s] is None]
+        free = [s for s in range(self.slots) if self._owner[s] is None]
         n = job.request.n
-        if len(free) < n:
+        if len(free) < n or self.slots - len(free) + n > (limit or self.parallel):
             return False
-        prompt = job.request.prompt_tokens
-        primary = max(free, key=lambda s: _common_prefix(self._slot_tokens[s], prompt))
-        reuse = _common_prefix(self._slot_tokens[primary], prompt)
-        source = primary
-        for s, owner in enumerate(self._owner):
-            if owner is not None:
-                shared = _common_prefix(self._slot_tokens[s], prompt)
-                if shared > reuse:
-                    source, reuse = s, shared
-        reuse = min(reuse, len(prompt) - 1)  # evaluate at least one token to get logits
+        prompt = self._align_to_cache(job.request)
+        # A prompt that continues a finished sequence (its verdict step) takes that slot over.
+        # Any other takes the slot idle longest, and the longest cached prefix, wherever it is,
+        # is shared into it (seq_cp adds a sequence id to existing cells, no copy): a sequence
+        # that just finished keeps its KV for the request that follows it, instead of being cut
+        # short by a prompt that merely shares a header with it.
+        source = max(range(self.slots), key=lambda s: _common_prefix(self._slot_tokens[s], prompt))
+        reuse = min(_common_prefix(self._slot_tokens[source], prompt), len(prompt) - 1)  # compute >= 1 token
+        continues = self._owner[source] is None and reuse >= len(self._slot_tokens[source]) - 1
+        primary = source if continues else min(free, key=lambda s: self._slot_used[s])
         if source == primary:
             self._seq_rm(primary, reuse)
         else:
             self._seq_rm(primary, 0)
-            self._ll.llama_memory_seq_cp(self._mem, source, primary, 0, reuse)
+            if reuse > 0:
+                self._ll.llama_memory_seq_cp(self._mem, source, primary, 0, reuse)
         self._slot_tokens[primary] = list(prompt[:reuse])
         job.cached_tokens = reuse
         params = job.request.params
         head = _Seq(job, 0, primary, self._sampler(params, 0), list(prompt[reuse:]), reuse)
         job.seqs.append(head)
         self._owner[primary] = head
-        siblings = [s for s in free if s != primary][: n - 1]
+        siblings = sorted((s for s in free if s != primary), key=lambda s: self._slot_used[s])[: n - 1]
+        self._slot_used[primary] = self.decode_steps
         for i, slot in enumerate(siblings, start=1):
             self._seq_rm(slot, 0)
             self._slot_tokens[slot] = []
@@ -213,6 +229,39 @@ class BatchScheduler:
             if params.logprobs is not None:
                 seq.logprobs = TokenLogprobs()
         return True
+
+    def _align_to_cache(self, request: GenerationRequest) -> List[int]:
+        """The prompt's tokens, continuing a cached sequence exactly where its text does.
+
+        A verdict step sends back "prompt + feedback + [RESULT]" as text, and tokenizing it again
+        rarely gives back the tokens the judge generated: the space that ends "###Feedback: "
+        merges with the first word of the feedback. Matched by tokens, the cache would hold only
+        the prompt and the whole feedback would be computed again. Matched by text, the cached
+        tokens are kept as generated and only the new text after them is tokenized.
+        """
+        tokens, text = request.prompt_tokens, request.prompt_text
+        if not text:
+            return tokens
+        best = max((_common_prefix(cached, tokens) for cached in self._slot_tokens), default=0)
+        for cached in self._slot_tokens:
+            if len(cached) <= best + 1:
+                continue
+            cached_text = self._text(cached)
+            if cached_text and text.startswith(cached_text):
+                rest = text[len(cached_text):]
+                candidate = cached + (self._model.tokenize(rest.encode("utf-8"), add_bos=False, special=True) if rest else [])
+                if len(candidate) < self.context_length:
+                    best, tokens = len(cached), candidate
+        request.prompt_tokens = tokens
+        return tokens
+
+    def _text(self, tokens: List[int]) -> Optional[str]:
+        """The text of cached tokens without BOS; None if it ends inside a UTF-8 character."""
+        bos = self._ll.llama_vocab_bos(self._vocab)
+        try:
+            return b"".join(self._piece(t) for t in tokens if t != bos).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
 
     def _step(self) -> None:
         batch = self._batch
@@ -333,6 +382,7 @@ class BatchScheduler:
     def _release(self, seq: _Seq) -> None:
         if self._owner[seq.slot] is seq:
             self._owner[seq.slot] = None
+            self._slot_used[seq.slot] = self.decode_steps
         if seq.job.cancelled:
             for fork in seq.forks:
                 self._release(fork)
@@ -369,8 +419,9 @@ class BatchScheduler:
         if params.temperature <= 0:
             chain.add_greedy()
             return chain
-        if params.top_k > 0:
-            chain.add_top_k(params.top_k)
+        top_k = params.top_k or self.max_candidates
+        if top_k > 0:
+            chain.add_top_k(top_k)
         if params.top_p < 1.0:
             chain.add_top_p(params.top_p, 1)
         chain.add_temp(params.temperature)

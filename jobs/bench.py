@@ -1,0 +1,303 @@
+"""`judgefleet bench`: the same rows, model and sampling, judged three ways, one after another.
+
+- article: the method of the lm-buddy article - a sequential OpenAI client, one request per
+  sample, against llama-cpp-python's own server (`python -m llama_cpp.server`), verdicts parsed
+  from the text.
+- engine: judgefleet's llama.cpp engine driven directly in this process - no Ray, no HTTP - with
+  the judge protocol (feedback, then the constrained score token). The ceiling for the route.
+- judgefleet: `judgefleet score` through Ray Data and the Serve route.
+
+Each is timed from its first request to its last answer (start-up reported apart), with the peak
+memory of its process tree. Writes bench.json and bench.md under output.dir/bench.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import logging
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import httpx
+
+from jobs.config import JobConfig
+from jobs.datasource import RowStream, check_readable, resolve_paths
+from jobs.errors import ConfigError
+from jobs.judging import JudgeSettings, RowJudge, sample_seed
+from jobs.memory import PeakMemory
+from jobs.pipeline import PROMPT, RESULT_COLUMNS, prompt_columns
+from jobs.prompts import system_prompt
+from jobs.score import check_columns
+from jobs.shards import prepare_output_dir, write_json
+from jobs.verdict import parse_verdict
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: JobConfig, console=None) -> dict:
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    rows = _rows(cfg)
+    member = _llama_member(cfg)
+    out_dir = prepare_output_dir(cfg.output.dir) / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runners = {"article": _article, "engine": _engine, "judgefleet": _judgefleet}
+    results: Dict[str, dict] = {}
+    for method in cfg.bench.methods:
+        console.print(f"[bold]bench[/] {method}: {len(rows)} rows x {cfg.sampling.num_samples} samples ...")
+        results[method] = runners[method](cfg, rows, member, out_dir)
+        console.print(f"  {results[method]['samples_per_s']:.3f} samples/s, {results[method]['time_s']:.1f} s")
+    report = _report(cfg, rows, member, results)
+    write_json(out_dir / "bench.json", report)
+    (out_dir / "bench.md").write_text(markdown(report))
+    console.print(markdown(report))
+    return report
+
+
+# -- the three methods ----------------------------------------------------------------------
+def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
+    import openai
+
+    from serve.model_files import resolve_model_file
+
+    s = cfg.sampling
+    model_file = resolve_model_file(member.model)
+    port = _free_port()
+    # The server's own defaults but one: logits_all off, since no logprobs are asked for (with it
+    # on, it keeps n_ctx x vocabulary floats - 4 GB for Gemma - which would only flatter us).
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file.path), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(member.context_length), "--logits_all", "False",
+           "--model_alias", cfg.judge.model]
+    if member.threads:
+        cmd += ["--n_threads", str(member.threads)]
+    started = time.perf_counter()
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        _wait(url + "/models", server)
+        startup = time.perf_counter() - started
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=2, timeout=cfg.judge.timeout_s)
+        scored = answered = prompt_tokens = completion_tokens = 0
+        with PeakMemory(extra_pids=[server.pid]) as peak:
+            t0 = time.perf_counter()
+            for row_id, prompt in rows:
+                seed = sample_seed(s.seed, row_id)
+                for i in range(s.num_samples):  # one request per sample, one at a time
+                    answer = client.completions.create(
+                        model=cfg.judge.model, prompt=_format(cfg, prompt), max_tokens=s.max_tokens,
+                        temperature=s.temperature, top_p=s.top_p, seed=None if seed is None else seed + i,
+                    )
+                    answered += 1
+                    scored += parse_verdict(answer.choices[0].text, cfg.judge.mode).score is not None
+                    prompt_tokens += answer.usage.prompt_tokens
+                    completion_tokens += answer.usage.completion_tokens
+            elapsed = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return _result(len(rows), answered, scored, prompt_tokens, completion_tokens, elapsed, startup, peak.bytes,
+                   "sequential openai client -> python -m llama_cpp.server, verdict parsed from text")
+
+
+def _engine(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
+    from jobs.inprocess import InProcessClient
+
+    async def go():
+        started = time.perf_counter()
+        client = await InProcessClient.start(member, max_in_flight=cfg.judge.max_in_flight)
+        startup = time.perf_counter() - started
+        judge = RowJudge(client, _settings(cfg, client.server.config.context_length))
+        with PeakMemory() as peak:
+            t0 = time.perf_counter()
+            verdicts = await asyncio.gather(*(judge.judge(prompt, row_id) for row_id, prompt in rows))
+            elapsed = time.perf_counter() - t0
+        await client.aclose()
+        samples = [x for v in verdicts for x in v.samples]
+        answered = sum(1 for v in verdicts for x in v.samples if x.feedback is not None)
+        return _result(len(rows), answered, sum(x.score is not None for x in samples),
+                       sum(v.prompt_tokens for v in verdicts), sum(v.completion_tokens for v in verdicts),
+                       elapsed, startup, peak.bytes, "llama.cpp engine in this process, judge protocol, no Ray, no HTTP")
+
+    return asyncio.run(go())
+
+
+def _judgefleet(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
+    from rich.console import Console
+
+    from jobs.score import run as score
+
+    job = copy.deepcopy(cfg)
+    job.output.dir = str(out_dir / "judgefleet-scores")
+    job.output.group_by = []
+    with PeakMemory() as peak:
+        summary = score(job, console=Console(stderr=True, quiet=True))
+    return _result(summary["rows"], summary["samples"] - _unanswered(summary), summary["samples_scored"],
+                   summary["prompt_tokens"], summary["completion_tokens"], summary["wall_time_s"],
+                   summary["total_time_s"] - summary["wall_time_s"], peak.bytes,
+                   "judgefleet score: Ray Data -> Serve route -> llama.cpp replica")
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _rows(cfg: JobConfig) -> List[Tuple[str, str]]:
+    """(row_id, prompt) of every judgeable row, rendered as `judgefleet score` renders them."""
+    files = resolve_paths(cfg.dataset.path, cfg.dataset.format)
+    check_columns(check_readable(files, cfg.dataset.format), cfg)
+    stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
+                       annotate=functools.partial(prompt_columns, dataset=cfg.dataset, mode=cfg.judge.mode))
+    rows = [(r["row_id"], r[PROMPT]) for t in stream.tables() for r in t.to_pylist() if r[PROMPT]]
+    if not rows:
+        raise ConfigError("bench: the dataset has no row that can be judged")
+    return rows
+
+
+def _llama_member(cfg: JobConfig):
+    for m in cfg.serve.models:
+        if m.id == cfg.judge.model and m.engine == "llama.cpp":
+            return m
+    raise ConfigError(
+        f"bench: judge.model '{cfg.judge.model}' needs a llama.cpp member under serve.models: the three methods "
+        "run the same GGUF file (llama-cpp-python's server, the engine, the route)"
+    )
+
+
+def _settings(cfg: JobConfig, max_model_len: int) -> JudgeSettings:
+    j, s = cfg.judge, cfg.sampling
+    return JudgeSettings(
+        model=j.model, mode=j.mode, api=j.api, num_samples=s.num_samples, max_tokens=s.max_tokens,
+        temperature=s.temperature, top_p=s.top_p, seed=s.seed, top_logprobs=s.top_logprobs, strict=j.strict,
+        system_prompt=j.system_prompt if j.system_prompt is not None else system_prompt(j.mode),
+        prompt_format=j.prompt_format, max_model_len=max_model_len,
+    )
+
+
+def _format(cfg: JobConfig, prompt: str) -> str:
+    j = cfg.judge
+    system = j.system_prompt if j.system_prompt is not None else system_prompt(j.mode)
+    return j.prompt_format.format(system=system, prompt=prompt)
+
+
+def _unanswered(summary: dict) -> int:
+    return sum(e["count"] for e in summary["top_errors"] if "judge request failed" in e["error"])
+
+
+def _result(rows, answered, scored, prompt_tokens, completion_tokens, elapsed, startup, peak_bytes, how) -> dict:
+    elapsed = max(elapsed, 1e-9)
+    return {
+        "how": how,
+        "rows": rows,
+        "samples": answered,
+        "samples_scored": scored,
+        "parse_rate": round(scored / answered, 4) if answered else None,
+        "time_s": round(elapsed, 2),
+        "startup_s": round(startup, 2),
+        "rows_per_s": round(rows / elapsed, 4),
+        "samples_per_s": round(answered / elapsed, 4),
+        "scored_samples_per_s": round(scored / elapsed, 4),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_tokens_per_s": round(prompt_tokens / elapsed, 1),
+        "completion_tokens_per_s": round(completion_tokens / elapsed, 1),
+        "peak_memory_mib": round(peak_bytes / 2**20, 1),
+    }
+
+
+def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
+    import os
+
+    ratios = {}
+    for a, b in (("judgefleet", "article"), ("judgefleet", "engine"), ("engine", "article")):
+        if a in results and b in results and results[b]["samples_per_s"]:
+            ratios[f"{a}/{b}"] = round(results[a]["samples_per_s"] / results[b]["samples_per_s"], 3)
+    evaluation_rows = cfg.bench.evaluation_rows or len(rows)
+    judgments = evaluation_rows * cfg.sampling.num_samples
+    costs = []
+    for method, r in results.items():
+        for machine in cfg.bench.machines:
+            hours = judgments / r["samples_per_s"] / 3600 if r["samples_per_s"] else None
+            cost = hours * machine.usd_per_hour if hours is not None else None
+            costs.append({
+                "method": method, "machine": machine.name, "usd_per_hour": machine.usd_per_hour,
+                "hours": round(hours, 3) if hours is not None else None,
+                "usd": round(cost, 4) if cost is not None else None,
+                "usd_per_1000_judgments": round(cost / judgments * 1000, 4) if cost is not None else None,
+            })
+    return {
+        "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "dataset": str(cfg.dataset.path),
+        "rows": len(rows),
+        "num_samples": cfg.sampling.num_samples,
+        "max_tokens": cfg.sampling.max_tokens,
+        "temperature": cfg.sampling.temperature,
+        "top_p": cfg.sampling.top_p,
+        "model": member.model,
+        "engine": asdict(member),
+        "results": results,
+        "ratios": ratios,
+        "evaluation": {"rows": evaluation_rows, "judgments": judgments},
+        "costs": costs,
+    }
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        "# judgefleet bench",
+        "",
+        f"{r['rows']} rows of `{r['dataset']}` x {r['num_samples']} samples, max_tokens {r['max_tokens']}, "
+        f"temperature {r['temperature']}, top_p {r['top_p']}, model `{r['model']}`. Machine: {r['machine']}.",
+        "",
+        "| method | time s | start-up s | rows/s | samples/s | scored samples/s | parse rate | prompt tok/s | completion tok/s | peak memory MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in r["results"].items():
+        lines.append(
+            f"| {name} | {m['time_s']} | {m['startup_s']} | {m['rows_per_s']} | {m['samples_per_s']} | "
+            f"{m['scored_samples_per_s']} | {m['parse_rate']} | {m['prompt_tokens_per_s']} | "
+            f"{m['completion_tokens_per_s']} | {m['peak_memory_mib']} |"
+        )
+    lines += ["", *[f"- {name}: {m['how']}" for name, m in r["results"].items()], ""]
+    if r["ratios"]:
+        lines += ["Ratios of samples/s: " + ", ".join(f"{k} = {v}" for k, v in r["ratios"].items()) + ".", ""]
+    lines += [
+        "Prompt tokens are as each server reports them: every request's whole prompt, cached or not.",
+        "",
+        f"## Cost of the whole evaluation ({r['evaluation']['rows']} rows, {r['evaluation']['judgments']} judgments), at these speeds",
+        "",
+        "| method | machine | $/hour | hours | $ | $ per 1,000 judgments |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {c['method']} | {c['machine']} | {c['usd_per_hour']} | {c['hours']} | {c['usd']} | {c['usd_per_1000_judgments']} |"
+          for c in r["costs"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}; is llama-cpp-python[server] installed?")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"llama_cpp.server did not answer at {url}")

@@ -1,0 +1,42 @@
+"""Judging with the engine in this process: no Ray, no HTTP - the ceiling the route is held to.
+
+`InProcessClient` has the `post`/`get` of `jobs.client.OpenAIClient`, but hands each body
+straight to a `serve.model_server.ModelServer` living in this process, so `RowJudge` runs the very
+same protocol (feedback, constrained score token) against the very same engine, minus the route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Tuple
+
+from jobs.client import ApiError, PrioritySlots
+
+
+class InProcessClient:
+    def __init__(self, server, max_in_flight: int = 64):
+        self.server = server
+        self._slots = PrioritySlots(max_in_flight)  # the same bound and order as the HTTP client's
+
+    @classmethod
+    async def start(cls, model_config, max_in_flight: int = 64) -> "InProcessClient":
+        from serve.model_server import ModelServer
+
+        return cls(await ModelServer.create(asdict(model_config), "in-process"), max_in_flight)
+
+    async def post(self, path: str, body: dict, priority: float = 0.0, headers=None) -> Tuple[dict, dict]:
+        method = {"completions": "completions", "chat/completions": "chat", "/tokenize": "tokenize"}[path]
+        await self._slots.acquire(priority)
+        try:
+            reply = await getattr(self.server, method)(body)
+        finally:
+            self._slots.release()
+        if reply["status"] != 200:
+            raise ApiError(f"HTTP {reply['status']}: {reply['body']['error']['message']}", reply["status"])
+        return reply["body"], {}
+
+    async def get(self, path: str) -> Tuple[dict, dict]:
+        return {"data": [self.server.card()]}, {}
+
+    async def aclose(self) -> None:
+        await self.server.engine.shutdown()
