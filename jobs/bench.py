@@ -54,6 +54,7 @@ def run(cfg: JobConfig, console=None) -> dict:
     results: Dict[str, dict] = {}
     for method in cfg.bench.methods:
         console.print(f"[bold]bench[/] {method}: {len(rows)} rows x {cfg.sampling.num_samples} samples ...")
+        time.sleep(3)  # let the previous method's processes finish exiting: the cores are shared
         results[method] = runners[method](cfg, rows, member, out_dir)
         console.print(f"  {results[method]['samples_per_s']:.3f} samples/s, {results[method]['time_s']:.1f} s")
     report = _report(cfg, rows, member, results)
@@ -72,11 +73,11 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
     s = cfg.sampling
     model_file = resolve_model_file(member.model)
     port = _free_port()
-    # The server's own defaults but one: logits_all off, since no logprobs are asked for (with it
-    # on, it keeps n_ctx x vocabulary floats - 4 GB for Gemma - which would only flatter us).
+    # The server as its users run it: its defaults, the judge's context. (Its default logits_all
+    # keeps n_ctx x vocabulary logits; bench.article_logits_all=false measures it without.)
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file.path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(member.context_length), "--logits_all", "False",
-           "--model_alias", cfg.judge.model]
+           "--port", str(port), "--n_ctx", str(member.context_length), "--model_alias", cfg.judge.model,
+           "--logits_all", str(cfg.bench.article_logits_all)]
     if member.threads:
         cmd += ["--n_threads", str(member.threads)]
     started = time.perf_counter()
@@ -108,7 +109,8 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
         except subprocess.TimeoutExpired:
             server.kill()
     return _result(len(rows), answered, scored, prompt_tokens, completion_tokens, elapsed, startup, peak.bytes,
-                   "sequential openai client -> python -m llama_cpp.server, verdict parsed from text")
+                   "sequential openai client -> python -m llama_cpp.server "
+                   f"(logits_all={cfg.bench.article_logits_all}), verdict parsed from text")
 
 
 def _engine(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:

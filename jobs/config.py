@@ -131,6 +131,8 @@ class BenchConfig:
     machines: List[MachinePrice] = field(default_factory=lambda: [MachinePrice("this machine", 0.10)])
     # Rows of the whole evaluation the cost table projects to (default: the dataset's rows).
     evaluation_rows: Optional[int] = None
+    # llama-cpp-python's server keeps every position's logits by default; false measures it without.
+    article_logits_all: bool = True
 
 
 @dataclass

@@ -86,7 +86,7 @@ class Router:
             model_id = path[len("/v1/models/"):]
             return Reply(200, await self._card(model_id)) if model_id in self.pools else self._unknown_model(model_id)
         if method == "GET" and path == "/pools":
-            return Reply(200, {model_id: pool.snapshot() for model_id, pool in self.pools.items()})
+            return Reply(200, {model_id: await self._snapshot(pool) for model_id, pool in self.pools.items()})
         return _error(404, f"no route {method} {path}; the API is /v1/models, /v1/completions, /v1/chat/completions")
 
     async def _forward(self, method: str, headers: Mapping[str, str], raw: bytes) -> Reply:
@@ -168,6 +168,17 @@ class Router:
             except Exception:  # noqa: BLE001 - keep routing on the last known state
                 log.debug("could not refresh replica counts", exc_info=True)
             await asyncio.sleep(REFRESH_S)
+
+    async def _snapshot(self, pool: Pool) -> list:
+        """Each member's routing state, with engine statistics from one of its replicas."""
+        rows = pool.snapshot()
+        for row, member in zip(rows, pool.members):
+            if member.deployment and not row["down"]:
+                try:
+                    row["engine"] = await asyncio.wait_for(member.handle.stats.remote(), timeout=2)
+                except Exception:  # noqa: BLE001 - busy or starting: no statistics this time
+                    row["engine"] = None
+        return rows
 
     # -- helpers ------------------------------------------------------------------------
     def _check_key(self, headers: Mapping[str, str]) -> Optional[Reply]:

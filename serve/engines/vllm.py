@@ -105,6 +105,9 @@ def _define_server():
                 "node": node_id(),
             }
 
+        def stats(self) -> dict:
+            return {"replica": self.lineage["replica"]}
+
         def card(self) -> dict:
             return {
                 "id": self._member["id"],
