@@ -12,6 +12,7 @@ from jobs.errors import JudgefleetError
 EXAMPLES = """examples:
   judgefleet score conf/quickstart.yaml
   judgefleet score conf/quickstart.yaml dataset.limit=5 sampling.num_samples=1
+  judgefleet score conf/quickstart.yaml --restart     # score again what output.dir already holds
   judgefleet serve conf/quickstart.yaml serve.port=8001
   judgefleet bench conf/bench.yaml dataset.limit=6
 """
@@ -32,6 +33,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         verb = verbs.add_parser(name, help=help_text, description=help_text)
         verb.add_argument("config", help="a YAML config, e.g. conf/quickstart.yaml")
         verb.add_argument("overrides", nargs="*", help="key=value settings that override the config")
+        if name == "score":
+            verb.add_argument("--restart", action="store_true",
+                              help="discard the scores already in output.dir and score every row again "
+                                   "(default: keep finished shards and score only the rest)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -41,7 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.verb == "score":
             from jobs.score import run
 
-            summary = run(cfg)
+            summary = run(cfg, restart=args.restart)
             return 0 if summary["rows"] == 0 or summary["scored"] > 0 else 1
         if args.verb == "bench":
             from jobs.bench import run as bench_run

@@ -8,6 +8,7 @@ beyond reading the YAML file.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,9 @@ class OutputConfig:
 
 @dataclass
 class TrackingConfig:
-    mode: str = "disabled"
+    # offline: a W&B run under <output.dir>/wandb, no account needed (upload later with `wandb sync`).
+    # online: straight to W&B (needs $WANDB_API_KEY). disabled: no run.
+    mode: str = "offline"
     project: str = "judgefleet"
 
 
@@ -189,9 +192,8 @@ def validate(cfg: JobConfig) -> None:
     _choice("judge.mode", j.mode, MODES)
     _choice("judge.api", j.api, APIS)
     _choice("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
-    if cfg.tracking.mode != "disabled":
-        # Refuse rather than pretend: a run asked to be tracked must not silently go untracked.
-        raise ConfigError(f"tracking.mode: '{cfg.tracking.mode}' is not available yet; W&B lineage is not built (use disabled)")
+    if cfg.tracking.mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        raise ConfigError("tracking.mode: online needs $WANDB_API_KEY; set it, or use tracking.mode=offline and `wandb sync` later")
     if j.url is not None and not j.url.startswith(("http://", "https://")):
         raise ConfigError(f"judge.url: '{j.url}' is not an http(s) URL; give the API base, e.g. http://host:8000/v1")
     if not j.model:

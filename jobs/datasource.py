@@ -170,7 +170,8 @@ class RowStream:
 
     def __init__(self, files: Sequence[Path], fmt: Optional[str], id_field: Optional[str],
                  limit: Optional[int], reserved: Sequence[str] = (), chunk_rows: int = 256,
-                 annotate: Optional[Callable[[dict], dict]] = None):
+                 annotate: Optional[Callable[[dict], dict]] = None, skip: frozenset = frozenset()):
+        self.skip = skip  # row ids already scored (a resumed run): counted, not emitted
         self.annotate = annotate  # record -> extra columns, computed on the record as read (types intact)
         self.files = list(files)
         self.fmt = fmt
@@ -186,6 +187,8 @@ class RowStream:
             if self.limit is not None and position >= self.limit:
                 break
             row = self._row(rec, error, position, seen)
+            if row is None:
+                continue
             chunk.append(row)
             if len(chunk) >= self.chunk_rows:
                 yield to_table(chunk)
@@ -193,7 +196,7 @@ class RowStream:
         if chunk:
             yield to_table(chunk)
 
-    def _row(self, rec: Optional[dict], error: Optional[str], position: int, seen: Dict[str, int]) -> dict:
+    def _row(self, rec: Optional[dict], error: Optional[str], position: int, seen: Dict[str, int]) -> Optional[dict]:
         if rec is None:
             base, row = f"unreadable-{position}", {}
         else:
@@ -213,6 +216,8 @@ class RowStream:
         if count > 1 and self.id_field and rec is not None and error is None:
             error = f"duplicate id '{base}' (occurrence {count}); ids in '{self.id_field}' must be unique"
         row[ROW_ID] = base if count == 1 else f"{base}-{count}"
+        if row[ROW_ID] in self.skip:
+            return None
         row[ROW_INDEX] = position
         row[READ_ERROR] = error
         if self.annotate is not None:

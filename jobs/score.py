@@ -7,11 +7,15 @@ import logging
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from jobs import endpoint as ep
+from jobs import resume
 from jobs.config import JobConfig, to_dict
 from jobs.datasource import RowStream, check_readable, count_rows, make_datasource, resolve_paths
 from jobs.errors import DatasetError
 from jobs.judging import JudgeSettings
+from jobs.lineage import Lineage, logged_config
 from jobs.pipeline import RESULT_COLUMNS, build_dataset, prompt_columns
 from jobs.prompts import system_prompt
 from jobs.shards import ShardWriter, prepare_output_dir, write_json
@@ -20,7 +24,8 @@ from jobs.summary import SummaryBuilder, print_summary
 log = logging.getLogger(__name__)
 
 
-def run(cfg: JobConfig, console=None) -> dict:
+def run(cfg: JobConfig, console=None, restart: bool = False) -> dict:
+    """Score the dataset into `output.dir`; rows in finished shards of an earlier run are kept (`restart`: not)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -31,21 +36,43 @@ def run(cfg: JobConfig, console=None) -> dict:
     first = check_readable(files, cfg.dataset.format)
     check_columns(first, cfg)
     out_dir = prepare_output_dir(cfg.output.dir)
+    finished = resume.prepare(out_dir, cfg, restart)
     external = ep.check_external(cfg) if cfg.judge.url else None
     if external is None:
         ep.check_port_free(cfg.serve.host, cfg.serve.port)
     total = count_rows(files, cfg.dataset.format)
     if total is not None and cfg.dataset.limit is not None:
         total = min(total, cfg.dataset.limit)
+    if finished.rows:
+        console.print(f"[bold]resuming[/]: {finished.rows} rows in {len(finished.shards)} finished shards are kept; "
+                      "scoring the rest (--restart to start over)")
 
-    # 2. Ray, and the judge route unless an external URL was given.
+    # 2. The W&B run, Ray, and the judge route unless an external URL was given.
+    lineage = Lineage.start(cfg, "score", out_dir)
+    failed = True
+    try:
+        lineage.use_dataset(files, {"format": cfg.dataset.format, "id_field": cfg.dataset.id_field,
+                                    "limit": cfg.dataset.limit})
+        summary = _run_judge(cfg, files, external, out_dir, total, finished, lineage, console, started)
+        failed = False
+    finally:
+        lineage.finish(failed)
+    print_summary(summary, console)
+    if lineage.run_dir:
+        console.print(f"lineage: W&B {cfg.tracking.mode} run in {lineage.run_dir}"
+                      + (f"; upload it with: wandb sync {lineage.run_dir}" if cfg.tracking.mode == "offline" else ""))
+    return summary
+
+
+def _run_judge(cfg: JobConfig, files, external, out_dir: Path, total, finished: resume.Finished,
+               lineage: Lineage, console, started: float) -> dict:
     started_ray = ep.connect_ray(cfg)
     endpoint = external
     try:
         if endpoint is None:
             console.print(f"[bold]deploying[/] the judge route ({cfg.judge.model}) on port {cfg.serve.port} ...")
             endpoint = ep.deploy_route(cfg)
-        summary = _score(cfg, files, endpoint, out_dir, total, console, started)
+        return _score(cfg, files, endpoint, out_dir, total, finished, lineage, console, started)
     finally:
         if endpoint is not None and endpoint.deployed:
             ep.remove_route()
@@ -53,11 +80,10 @@ def run(cfg: JobConfig, console=None) -> dict:
             import ray
 
             ray.shutdown()
-    print_summary(summary, console)
-    return summary
 
 
-def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, console, started: float) -> dict:
+def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, finished: resume.Finished,
+           lineage: Lineage, console, started: float) -> dict:
     from ray.data import DataContext
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -75,16 +101,28 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, c
         prompt_format=j.prompt_format, max_model_len=endpoint.max_model_len,
     )
     stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
-                       annotate=functools.partial(prompt_columns, dataset=cfg.dataset, mode=j.mode))
+                       annotate=functools.partial(prompt_columns, dataset=cfg.dataset, mode=j.mode),
+                       skip=frozenset(finished.row_ids))
     ds = build_dataset(make_datasource(stream), settings, endpoint.url, endpoint.api_key,
                        j.clients, j.max_in_flight, j.timeout_s, j.max_retries, cfg.output.keep_prompt)
-    writer = ShardWriter(out_dir, cfg.output.shard_rows)
+    writer = ShardWriter(out_dir, cfg.output.shard_rows, start_index=finished.next_index)
     summary = SummaryBuilder(j.mode, cfg.output.group_by)
+    judged_before = {}
+    for shard in finished.shards:  # the summary covers the whole output, not only this run's part
+        table = pq.read_table(shard)
+        summary.add(table)
+        for member, shas in resume.judges_by_member(table).items():
+            judged_before.setdefault(member, set()).update(shas)
+    summary.mark_resumed()
+    if total is not None:
+        total = max(0, total - finished.rows)
     scoring_started = time.perf_counter()
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("score", total=total)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if judged_before:
+                resume.check_same_judge(judged_before, batch, out_dir)
             writer.add(batch)
             summary.add(batch)
             progress.advance(task, batch.num_rows)
@@ -97,11 +135,14 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, c
             "judge": {"model": j.model, "url": endpoint.url, "api": j.api, "mode": j.mode},
             "dataset": str(cfg.dataset.path),
             "output_dir": str(out_dir),
-            "shards": len(writer.paths),
-            "config": to_dict(cfg),
+            "shards": len(finished.shards) + len(writer.paths),
+            "config": logged_config(cfg),
         },
     )
     write_json(out_dir / "summary.json", result)
+    specs = [m for m in to_dict(cfg)["serve"]["models"] if m["id"] == j.model] if endpoint.deployed else []
+    lineage.use_model(j.model, endpoint.url, summary.judges, specs)
+    lineage.log_scores(out_dir, result, finished.shards + writer.paths)
     return result
 
 

@@ -33,10 +33,10 @@ def prepare_output_dir(path: str) -> Path:
 
 
 class ShardWriter:
-    def __init__(self, out_dir: Path, shard_rows: int):
+    def __init__(self, out_dir: Path, shard_rows: int, start_index: int = 0):
         self.dir = Path(out_dir) / "scores"
         self.shard_rows = shard_rows
-        self.next_index = 0
+        self.next_index = start_index  # after the finished shards of an earlier run
         self.rows_written = 0
         self.paths: List[Path] = []
         self._buffer: List[pa.Table] = []
@@ -63,18 +63,15 @@ class ShardWriter:
         pq.write_table(table, tmp)
         os.replace(tmp, path)
         manifest = {"shard": name, "rows": table.num_rows, "row_ids": table.column(ROW_ID).to_pylist()}
-        _write_json_atomic(self.dir / f"part-{self.next_index:05d}.manifest.json", manifest)
+        write_json(self.dir / f"part-{self.next_index:05d}.manifest.json", manifest)
         self.paths.append(path)
         self.rows_written += table.num_rows
         self.next_index += 1
         self._buffer, self._buffered = [], 0
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data: dict) -> None:
-    _write_json_atomic(path, data)
+    """Write JSON under a temporary name, then rename: readers see the old file or the new one."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import pyarrow as pa
 
 _COLUMNS = ("score", "scores", "score_expected", "errors", "prompt_tokens", "completion_tokens",
-            "judge_backend", "judge_member", "judge_model_sha256")
+            "judge_backend", "judge_member", "judge_model_file", "judge_model_sha256")
 
 
 class SummaryBuilder:
@@ -26,6 +26,10 @@ class SummaryBuilder:
         self.backends: Counter = Counter()
         self.members: Counter = Counter()
         self.model_sha256: Counter = Counter()
+        # (member, backend, model file, sha256) -> rows: which weights answered, for lineage.
+        self.judges: Counter = Counter()
+        # Counts at the start of this run; rates count only what this run scored.
+        self._before = (0, 0, 0, 0)
         self.groups: Dict[str, Dict[Any, List[float]]] = {g: defaultdict(lambda: [0, 0, 0.0]) for g in self.group_by}
         self.missing_groups: set = set()
 
@@ -62,6 +66,9 @@ class SummaryBuilder:
                 self.members[cols["judge_member"][i]] += 1
             if cols["judge_model_sha256"][i]:
                 self.model_sha256[cols["judge_model_sha256"][i]] += 1
+            if cols["judge_backend"][i]:
+                file = cols["judge_model_file"][i] if "judge_model_file" in cols else None
+                self.judges[(cols["judge_member"][i], cols["judge_backend"][i], file, cols["judge_model_sha256"][i])] += 1
             for g, values in group_cols.items():
                 key = values[i] if isinstance(values[i], (str, int, float, bool)) or values[i] is None else str(values[i])
                 acc = self.groups[g][key]
@@ -70,8 +77,15 @@ class SummaryBuilder:
                     acc[1] += 1
                     acc[2] += score if self.mode == "absolute" else (1.0 if score == "A" else 0.0)
 
+    def mark_resumed(self) -> None:
+        """What was added so far came from an earlier run: keep it in the totals, not in the rates."""
+        self._before = (self.rows, self.samples_scored, self.prompt_tokens, self.completion_tokens)
+
     def result(self, wall_time_s: float, extra: Optional[dict] = None) -> dict:
         wall = max(wall_time_s, 1e-9)
+        rows0, samples0, prompt0, completion0 = self._before
+        rows, samples = self.rows - rows0, self.samples_scored - samples0
+        prompt, completion = self.prompt_tokens - prompt0, self.completion_tokens - completion0
         out: Dict[str, Any] = {
             "rows": self.rows,
             "scored": self.scored,
@@ -102,12 +116,14 @@ class SummaryBuilder:
         out.update(
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            resumed_rows=rows0,
+            rows_this_run=rows,
             wall_time_s=round(wall_time_s, 3),
-            rows_per_s=round(self.rows / wall, 4),
-            samples_per_s=round(self.samples_scored / wall, 4),
-            prompt_tokens_per_s=round(self.prompt_tokens / wall, 2),
-            completion_tokens_per_s=round(self.completion_tokens / wall, 2),
-            tokens_per_s=round((self.prompt_tokens + self.completion_tokens) / wall, 2),
+            rows_per_s=round(rows / wall, 4),
+            samples_per_s=round(samples / wall, 4),
+            prompt_tokens_per_s=round(prompt / wall, 2),
+            completion_tokens_per_s=round(completion / wall, 2),
+            tokens_per_s=round((prompt + completion) / wall, 2),
             judge_backends=dict(self.backends),
             judge_members=dict(self.members),
             judge_model_sha256=dict(self.model_sha256),
@@ -131,6 +147,8 @@ def print_summary(summary: dict, console=None) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("rows", f"{summary['rows']}  (scored {summary['scored']}, unscored {summary['unscored']})")
+    if summary.get("resumed_rows"):
+        table.add_row("resumed", f"{summary['resumed_rows']} rows from finished shards, {summary['rows_this_run']} scored now")
     table.add_row("samples scored", f"{summary['samples_scored']}/{summary['samples']}  (parse rate {_pct(summary['parse_rate'])})")
     if summary["mode"] == "absolute":
         table.add_row("mean score", f"{_num(summary['mean_score'])}  (probability-weighted {_num(summary['mean_score_expected'])})")

@@ -142,11 +142,17 @@ def file_sha256(path: Path) -> str:
             return cached["sha256"]
     except (OSError, ValueError, KeyError):
         pass
+    digest = sha256_of(path)
+    _write_digest(path, digest)
+    return digest
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in 1 MiB blocks (no cache)."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    _write_digest(path, digest.hexdigest())
     return digest.hexdigest()
 
 

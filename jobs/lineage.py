@@ -1,0 +1,184 @@
+"""W&B lineage: each job is a run that uses a dataset and a judge model and produces scores.
+
+Offline by default: no account is needed, the run is written under `<output.dir>/wandb/` and
+can be uploaded later with `wandb sync`. Artifacts record where every number came from:
+
+    dataset  the input files, by content (md5 per file from W&B, sha256 in the metadata)
+    model    the judge: model id, endpoint, and per pool member the weights' sha256 as the
+             replicas reported them (a reference, never the weights themselves)
+    scores   the Parquet shards, their manifests and summary.json, logged by the run
+
+Every file is added by reference, so nothing is copied to W&B's staging area outside the
+output dir and the offline run dir can be moved and synced elsewhere. W&B cannot record an
+artifact as a run's input offline (`use_artifact` needs its server), so an offline run names its
+inputs, with their digests and sha256s, in its config (`inputs`) and in the scores artifact's
+metadata; an online run also declares them with `use_artifact`, and W&B draws the graph.
+
+Tracking never decides whether a job succeeds: if W&B fails, the job warns and goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+from jobs.config import JobConfig, to_dict
+from serve.model_files import sha256_of
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 50
+_SECRETS = (("judge", "api_key"), ("serve", "api_key"))
+
+
+def artifact_name(kind: str, text: str) -> str:
+    """W&B artifact names allow letters, digits, '-', '_' and '.'."""
+    return f"{kind}-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "unnamed")[:100]
+
+
+def logged_config(cfg: JobConfig) -> dict:
+    """The resolved config, without secrets."""
+    raw = to_dict(cfg)
+    for section, key in _SECRETS:
+        if raw[section].get(key):
+            raw[section][key] = "<redacted>"
+    return raw
+
+
+def _tracking(method):
+    """No-op without a run; a W&B failure is a warning, never the job's failure."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if not self.run:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - lineage must not cost the evaluation
+            log.warning("W&B: %s failed: %s", method.__name__, e)
+            return None
+
+    return wrapper
+
+
+class Lineage:
+    """One W&B run per job; every method is a no-op when tracking is disabled or W&B failed."""
+
+    def __init__(self, run=None):
+        self.run = run
+        self.inputs: Dict[str, dict] = {}  # artifact type -> name, digest and what it holds
+
+    @classmethod
+    def start(cls, cfg: JobConfig, job_type: str, out_dir: Path, name: Optional[str] = None) -> "Lineage":
+        if cfg.tracking.mode == "disabled":
+            return cls(None)
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            run = wandb.init(
+                project=cfg.tracking.project, job_type=job_type, name=name, config=logged_config(cfg),
+                dir=str(out_dir), mode=cfg.tracking.mode, reinit="create_new",
+                # No console capture, system metrics, code or git snapshot: the job's own output stays as it is.
+                settings=wandb.Settings(console="off", x_disable_stats=True, save_code=False, disable_git=True,
+                                        silent=True),
+            )
+        except Exception as e:  # noqa: BLE001 - lineage must not cost the evaluation
+            log.warning("W&B tracking is off for this run: %s", e)
+            return cls(None)
+        return cls(run)
+
+    @property
+    def run_dir(self) -> Optional[str]:
+        return getattr(getattr(self.run, "settings", None), "sync_dir", None) if self.run else None
+
+    @_tracking
+    def use_dataset(self, files: Sequence[Path], dataset_cfg: Dict[str, Any]) -> None:
+        import wandb
+
+        described = [{"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_of(f)} for f in files]
+        label = files[0].stem if len(files) == 1 else files[0].parent.name
+        artifact = wandb.Artifact(artifact_name("dataset", label), type="dataset",
+                                  metadata={"files": described, **dataset_cfg})
+        for f in files:
+            artifact.add_reference(f.resolve().as_uri(), name=f.name)  # W&B records each file's md5
+        self._use(artifact, {"files": described})
+
+    @_tracking
+    def use_model(self, model: str, url: str, judges: Dict[tuple, int], specs: Iterable[dict] = ()) -> None:
+        """`judges`: (member, backend, file, sha256) -> rows, as the replicas reported them."""
+        import wandb
+
+        members = [{"member": m, "backend": b, "file": f, "sha256": s, "rows": n}
+                   for (m, b, f, s), n in sorted(judges.items(), key=lambda kv: str(kv[0]))]
+        artifact = wandb.Artifact(artifact_name("judge", model), type="model",
+                                  metadata={"model": model, "url": url, "members": members, "specs": list(specs)})
+        # The weights may live only on the judge's node: each member is a reference whose URI
+        # carries its sha256, so other weights make another artifact digest.
+        for m in members:
+            uri = f"judgefleet-model://{m['member'] or 'judge'}/{Path(m['file'] or model).name}?sha256={m['sha256']}"
+            artifact.add_reference(uri, name=f"{m['member'] or 'judge'}", checksum=False)
+        if not members:  # an endpoint that does not say which weights answer: its URL and model id
+            artifact.add_reference(f"{url.rstrip('/')}/models/{model}", name="endpoint", checksum=False)
+        self._use(artifact, {"model": model, "url": url, "members": members})
+
+    @_tracking
+    def log_scores(self, out_dir: Path, summary: dict, shards: Sequence[Path]) -> None:
+        import wandb
+
+        metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.run.summary.update(metrics)
+        meta = {k: summary.get(k) for k in ("rows", "scored", "rows_with_errors", "mode", "mean_score", "parse_rate",
+                                             "shards")}
+        artifact = wandb.Artifact(artifact_name("scores", Path(out_dir).resolve().name), type="scores",
+                                  metadata={**meta, "inputs": self.inputs})
+        scores = Path(out_dir) / "scores"
+        for shard in shards:
+            manifest = scores / shard.name.replace(".parquet", ".manifest.json")
+            for f in (shard, manifest):
+                artifact.add_reference(f.resolve().as_uri(), name=f.name)
+        artifact.add_reference((Path(out_dir) / "summary.json").resolve().as_uri(), name="summary.json")
+        self.run.log_artifact(artifact)
+        if shards:
+            self.run.log({"scored_rows": sample_table(shards[0])})
+
+    def _use(self, artifact, described: dict) -> None:
+        """Declare an input: with use_artifact online, and always in the run's config `inputs`."""
+        kind = artifact.type
+        self.inputs[kind] = {"name": artifact.name, "digest": artifact.manifest.digest(), **described}
+        self.run.config.update({"inputs": self.inputs}, allow_val_change=True)
+        if not self.run.offline:
+            self.run.use_artifact(artifact)
+
+    @_tracking
+    def log_report(self, metrics: Dict[str, Any], files: Sequence[Path], kind: str, name: str) -> None:
+        import wandb
+
+        self.run.summary.update(metrics)
+        artifact = wandb.Artifact(artifact_name(kind, name), type=kind)
+        for f in files:
+            artifact.add_reference(Path(f).resolve().as_uri(), name=Path(f).name)
+        self.run.log_artifact(artifact)
+
+    @_tracking
+    def finish(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+def sample_table(shard: Path, rows: int = SAMPLE_ROWS):
+    """The first rows of a shard as a W&B table: what the judge said, next to the row."""
+    import pyarrow.parquet as pq
+    import wandb
+
+    wanted = ["row_id", "score", "score_expected", "feedbacks", "errors", "judge_member"]
+    table = pq.read_table(shard, columns=[c for c in wanted if c in pq.read_schema(shard).names]).slice(0, rows)
+    out = wandb.Table(columns=["row_id", "score", "score_expected", "feedback", "errors", "judge_member"])
+    for r in table.to_pylist():
+        feedback = next((f for f in (r.get("feedbacks") or []) if f), None)
+        out.add_data(r["row_id"], r.get("score"), r.get("score_expected"), feedback,
+                     "; ".join(r.get("errors") or []) or None, r.get("judge_member"))
+    return out

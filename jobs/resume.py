@@ -1,0 +1,162 @@
+"""What an output dir already holds, so that a re-run scores only the rest.
+
+A shard is finished when its manifest exists: the manifest is written after the Parquet file is
+renamed into place. Anything else in scores/ (temporary files, a Parquet file without a
+manifest, a manifest whose shard is missing) is what a killed run left half done; it is removed
+and its rows are scored again.
+
+`job.json` records the settings that decide a verdict. Scoring the rest of a dataset with other
+settings, or with other weights behind the same model name, would mix two judges in one output,
+so a re-run that differs is refused; `--restart` starts over instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Set
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.config import JobConfig, to_dict
+from jobs.errors import ConfigError, JudgefleetError
+from jobs.shards import write_json
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+# Settings that do not change a verdict (speed, placement, where things go) may differ between runs.
+_VERDICT_SECTIONS = ("judge", "dataset", "sampling")
+_NOT_VERDICT = {"judge.api_key", "judge.timeout_s", "judge.max_retries", "judge.max_in_flight", "judge.clients",
+                "dataset.limit"}
+_MODEL_KEYS = ("id", "name", "engine", "model", "context_length", "max_candidates", "seed", "engine_kwargs")
+
+
+class JudgeChangedError(JudgefleetError):
+    """The judge answering now is not the one that scored the finished shards."""
+
+
+@dataclass
+class Finished:
+    """The finished shards of an output dir."""
+
+    shards: List[Path] = field(default_factory=list)
+    row_ids: Set[str] = field(default_factory=set)
+    rows: int = 0
+    next_index: int = 0
+
+
+def fingerprint(cfg: JobConfig) -> Dict[str, object]:
+    """The settings that decide a verdict, flattened to `section.key` -> value."""
+    raw = to_dict(cfg)
+    flat: Dict[str, object] = {}
+    for section in _VERDICT_SECTIONS:
+        for key, value in raw[section].items():
+            name = f"{section}.{key}"
+            if name not in _NOT_VERDICT:
+                flat[name] = value
+    flat["dataset.path"] = str(Path(cfg.dataset.path).expanduser().resolve())
+    if cfg.judge.url is None:  # the route deployed here: which weights each member loads
+        for i, model in enumerate(raw["serve"]["models"]):
+            if model["id"] == cfg.judge.model:
+                for key in _MODEL_KEYS:
+                    flat[f"serve.models.{i}.{key}"] = model[key]
+    return flat
+
+
+def prepare(out_dir: Path, cfg: JobConfig, restart: bool) -> Finished:
+    """Clear the output dir (restart), or find its finished shards and check they came from this config."""
+    scores = out_dir / "scores"
+    job_file = out_dir / JOB_FILE
+    if restart:
+        shutil.rmtree(scores, ignore_errors=True)
+        scores.mkdir(parents=True)
+        for name in (JOB_FILE, "summary.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    finished = scan(scores)
+    now = fingerprint(cfg)
+    if finished.shards:
+        if not job_file.is_file():
+            raise ConfigError(
+                f"output.dir '{out_dir}' holds {len(finished.shards)} scored shards but no {JOB_FILE} saying what "
+                "produced them; re-run with --restart to score from scratch, or choose another output.dir"
+            )
+        before = _read_json(job_file).get("fingerprint", {})
+        changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        if changed:
+            shown = "; ".join(f"{k}: {_short(before.get(k))} -> {_short(now.get(k))}" for k in changed[:4])
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            raise ConfigError(
+                f"output.dir '{out_dir}' holds {finished.rows} rows scored with other settings ({shown}{more}); "
+                "re-run with --restart to score everything again with these, or choose another output.dir"
+            )
+    write_json(job_file, {"fingerprint": now, "updated": datetime.now(timezone.utc).isoformat()})
+    return finished
+
+
+def scan(scores: Path) -> Finished:
+    """Finished shards (manifest + Parquet with the manifest's row count); remove what is half written."""
+    finished = Finished()
+    if not scores.is_dir():
+        return finished
+    kept: Set[str] = set()
+    for manifest in sorted(scores.glob("part-*.manifest.json")):
+        shard = scores / manifest.name.replace(".manifest.json", ".parquet")
+        try:
+            meta = json.loads(manifest.read_text())
+            ok = meta["rows"] == pq.ParquetFile(shard).metadata.num_rows == len(meta["row_ids"])
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+            ok = False
+        if not ok:
+            log.warning("shard %s is incomplete; its rows will be scored again", shard.name)
+            continue
+        kept.update((manifest.name, shard.name))
+        finished.shards.append(shard)
+        finished.row_ids.update(meta["row_ids"])
+        finished.rows += meta["rows"]
+        finished.next_index = max(finished.next_index, int(shard.stem.split("-")[1]) + 1)
+    for path in scores.iterdir():
+        if path.name not in kept and (path.name.startswith((".part-", "part-"))):
+            path.unlink()
+    return finished
+
+
+def judges_by_member(table: pa.Table) -> Dict[str, Set[str]]:
+    """member -> the weights' sha256s that answered in these rows."""
+    out: Dict[str, Set[str]] = {}
+    if "judge_model_sha256" not in table.column_names:
+        return out
+    members = table.column("judge_member").to_pylist() if "judge_member" in table.column_names else [None] * table.num_rows
+    for member, sha in zip(members, table.column("judge_model_sha256").to_pylist()):
+        if sha:
+            out.setdefault(member or "", set()).add(sha)
+    return out
+
+
+def check_same_judge(before: Dict[str, Set[str]], batch: pa.Table, out_dir: Path) -> None:
+    """Refuse to add rows scored by other weights than the finished shards' under the same member."""
+    for member, shas in judges_by_member(batch).items():
+        known = before.get(member)
+        if known and not shas <= known:
+            raise JudgeChangedError(
+                f"the judge changed since output.dir '{out_dir}' was scored: member '{member or '-'}' now answers with "
+                f"weights {sorted(shas - known)[0][:12]}..., the finished shards with {sorted(known)[0][:12]}...; "
+                "re-run with --restart to score everything with the new weights, or choose another output.dir"
+            )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _short(value: Optional[object]) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
