@@ -32,6 +32,7 @@ from jobs.config import JobConfig
 from jobs.datasource import RowStream, check_readable, resolve_paths
 from jobs.errors import ConfigError
 from jobs.judging import JudgeSettings, RowJudge, sample_seed
+from jobs.lineage import Lineage
 from jobs.memory import PeakMemory
 from jobs.pipeline import PROMPT, RESULT_COLUMNS, prompt_columns
 from jobs.prompts import system_prompt
@@ -52,14 +53,25 @@ def run(cfg: JobConfig, console=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     runners = {"article": _article, "engine": _engine, "judgefleet": _judgefleet}
     results: Dict[str, dict] = {}
-    for method in cfg.bench.methods:
-        console.print(f"[bold]bench[/] {method}: {len(rows)} rows x {cfg.sampling.num_samples} samples ...")
-        time.sleep(3)  # let the previous method's processes finish exiting: the cores are shared
-        results[method] = runners[method](cfg, rows, member, out_dir)
-        console.print(f"  {results[method]['samples_per_s']:.3f} samples/s, {results[method]['time_s']:.1f} s")
-    report = _report(cfg, rows, member, results)
-    write_json(out_dir / "bench.json", report)
-    (out_dir / "bench.md").write_text(markdown(report))
+    lineage = Lineage.start(cfg, "bench", out_dir)
+    failed = True
+    try:
+        lineage.use_dataset(resolve_paths(cfg.dataset.path, cfg.dataset.format),
+                            {"format": cfg.dataset.format, "limit": cfg.dataset.limit})
+        for method in cfg.bench.methods:
+            console.print(f"[bold]bench[/] {method}: {len(rows)} rows x {cfg.sampling.num_samples} samples ...")
+            time.sleep(3)  # let the previous method's processes finish exiting: the cores are shared
+            results[method] = runners[method](cfg, rows, member, out_dir)
+            console.print(f"  {results[method]['samples_per_s']:.3f} samples/s, {results[method]['time_s']:.1f} s")
+        report = _report(cfg, rows, member, results)
+        write_json(out_dir / "bench.json", report)
+        (out_dir / "bench.md").write_text(markdown(report))
+        lineage.log_report({f"{m}/samples_per_s": r["samples_per_s"] for m, r in results.items()},
+                           [out_dir / "bench.json", out_dir / "bench.md"], kind="bench-report",
+                           name=Path(cfg.output.dir).resolve().name)
+        failed = False
+    finally:
+        lineage.finish(failed)
     console.print(markdown(report))
     return report
 
@@ -143,8 +155,9 @@ def _judgefleet(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Pa
     job = copy.deepcopy(cfg)
     job.output.dir = str(out_dir / "judgefleet-scores")
     job.output.group_by = []
+    job.tracking.mode = "disabled"  # the bench's own W&B run records it
     with PeakMemory() as peak:
-        summary = score(job, console=Console(stderr=True, quiet=True))
+        summary = score(job, console=Console(stderr=True, quiet=True), restart=True)
     return _result(summary["rows"], summary["samples"] - _unanswered(summary), summary["samples_scored"],
                    summary["prompt_tokens"], summary["completion_tokens"], summary["wall_time_s"],
                    summary["total_time_s"] - summary["wall_time_s"], peak.bytes,

@@ -36,6 +36,8 @@ class StubBehaviour:
     chars_per_token: int = 4
     logprobs: bool = True
     delay_s: float = 0.0
+    # A `judgefleet` lineage field on completions, as judgefleet's route sends (e.g. {"model_sha256": ...}).
+    lineage: Optional[dict] = None
 
 
 @dataclass
@@ -156,12 +158,15 @@ class StubOpenAIServer:
                             "top_logprobs": [{c: math.log(p) for c, p in probs.items()}], "text_offset": [0]}
             prompt_tokens = len(str(body.get("prompt", ""))) // b.chars_per_token + 1
             completion_tokens = 1 if score_step else max(1, len(text) // b.chars_per_token)
-            return web.json_response({
+            answer = {
                 "id": "cmpl-stub", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
                 "choices": [{"index": i, "text": text, "finish_reason": "stop", "logprobs": logprobs} for i in range(n)],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens * n,
                           "total_tokens": prompt_tokens + completion_tokens * n},
-            })
+            }
+            if b.lineage:
+                answer["judgefleet"] = b.lineage
+            return web.json_response(answer)
         finally:
             with self._lock:
                 self.stats.in_flight -= 1

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, free_port
+from tests.wandb_records import offline_run_file, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +38,11 @@ def test_bench_runs_three_methods_and_writes_the_report(tmp_path, bundled_model)
     assert small["usd_per_1000_judgments"] == pytest.approx(small["usd"] / 200 * 1000, rel=0.01)
     md = (out / "bench" / "bench.md").read_text()
     assert "| article |" in md and "| judgefleet |" in md and "$ per 1,000 judgments" in md
+    # Lineage: a W&B run of job_type bench that logged the report and names its dataset.
+    records = read_records(offline_run_file(out / "bench"))
+    assert next(r.run.job_type for r in records if r.WhichOneof("record_type") == "run") == "bench"
+    reports = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "bench-report"]
+    assert len(reports) == 1 and {e.path for e in reports[0].manifest.contents} == {"bench.json", "bench.md"}
+    inputs = [json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "config"
+              for u in r.config.update if u.key == "inputs"]
+    assert inputs[-1]["dataset"]["files"][0]["path"].endswith("quickstart.jsonl")
