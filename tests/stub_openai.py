@@ -151,7 +151,7 @@ class StubOpenAIServer:
             score_step = body.get("max_tokens") == 1 and body.get("structured_outputs")
             text = "" if b.empty else (b.score if score_step else f"Feedback: {b.feedback} ")
             logprobs = None
-            if score_step and body.get("logprobs") and b.logprobs:
+            if score_step and body.get("logprobs") and b.logprobs and not b.empty:
                 choices = body["structured_outputs"]["choice"]
                 probs = {c: (0.7 if c == b.score else 0.3 / max(1, len(choices) - 1)) for c in choices}
                 logprobs = {"tokens": [text], "token_logprobs": [math.log(probs.get(text, 0.01))],
