@@ -51,7 +51,7 @@ def check_external(cfg: JobConfig, timeout_s: float = 10.0) -> Endpoint:
     if response.status_code in (401, 403):
         raise EndpointError(f"judge.url: {url} refused the API key (HTTP {response.status_code}); set judge.api_key or $JUDGEFLEET_API_KEY")
     if response.status_code >= 400:
-        raise EndpointError(f"judge.url: GET {url}/models answered HTTP {response.status_code}: {error_message(response)}")
+        raise EndpointError(f"judge.url: GET {url}/models answered HTTP {response.status_code}: {error_message(response.text, response.reason_phrase)}")
     try:
         cards = response.json().get("data") or []
     except (ValueError, AttributeError):

@@ -148,6 +148,8 @@ class StubOpenAIServer:
             body = await self._body(request)
             b = self.behaviour
             n = 1 if b.ignore_n else int(body.get("n") or 1)
+            if isinstance(body.get("prompt"), list):  # a list of prompts: n choices for each, as OpenAI answers
+                n *= len(body["prompt"])
             score_step = body.get("max_tokens") == 1 and body.get("structured_outputs")
             text = "" if b.empty else (b.score if score_step else f"Feedback: {b.feedback} ")
             logprobs = None
@@ -192,8 +194,13 @@ class StubOpenAIServer:
         return web.json_response({"count": count, "max_model_len": self.behaviour.max_model_len, "tokens": []})
 
 
-if __name__ == "__main__":  # a stub for manual runs: python tests/stub_openai.py
-    server = StubOpenAIServer().start()
+if __name__ == "__main__":  # a stub for manual runs and benchmarks: python tests/stub_openai.py [--as-route]
+    import sys
+
+    behaviour = StubBehaviour()
+    if "--as-route" in sys.argv:  # answer as judgefleet's route does: lineage, so jobs send one verdict request a row
+        behaviour.lineage = {"backend": "stub", "member": "stub", "replica": "stub"}
+    server = StubOpenAIServer(behaviour, keep_bodies=False).start()
     print(json.dumps({"url": server.url}), flush=True)
     try:
         while True:

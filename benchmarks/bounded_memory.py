@@ -1,0 +1,172 @@
+"""Does memory stay flat as the input grows? Peak memory and rows/s of `judgefleet score` at 10k and 100k rows.
+
+    python -m benchmarks.bounded_memory [--rows 10000 100000] [--out benchmarks/reports]
+
+A stand-in judge (tests/stub_openai.py, its own process) answers every request at once, so the
+pipeline itself is measured: reading, rendering, Ray Data, the async clients, shard writing and
+the summary. Each size runs `judgefleet score` in a fresh process with its own local Ray; a
+sampler reads the resident set of the driver and of every process under it (Ray's workers,
+raylet, GCS, object store) every 0.5 s. Writes bounded_memory.json and bounded_memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+RUBRIC = {"criteria": "Is the answer correct and complete?",
+          **{f"score{i}_description": f"The answer is at level {i} of 5." for i in range(1, 6)}}
+SETTINGS = ["judge.model=stub-judge", "judge.clients=2", "judge.max_in_flight=64", "sampling.num_samples=3",
+            "sampling.max_tokens=64", "output.shard_rows=5000", "output.group_by=[]", "ray.num_cpus=8"]
+
+
+def write_rows(path: Path, rows: int) -> None:
+    """Synthetic Prometheus rows of realistic size (~1 KB each), every one different."""
+    with open(path, "w") as f:
+        for i in range(rows):
+            f.write(json.dumps({
+                "id": f"row-{i}", "instruction": f"Question {i}: explain step {i % 97} of the procedure in detail. " * 3,
+                "response": f"Answer {i}: the step works as follows, with an example. " * 6,
+                "reference_answer": f"Reference {i}: the step, its purpose and an example. " * 4, "rubric": RUBRIC,
+            }) + "\n")
+
+
+class TreeSampler:
+    """Peak resident memory of a process and of its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5):
+        self.root = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.driver = self.others = self.total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                driver = self.root.memory_info().rss
+                children = self.root.children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            others = 0
+            for child in children:
+                try:
+                    others += child.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            self.driver = max(self.driver, driver)
+            self.others = max(self.others, others)
+            self.total = max(self.total, driver + others)
+
+
+def measure(rows: int, stub_url: str, work: Path) -> dict:
+    data = work / f"rows-{rows}.jsonl"
+    write_rows(data, rows)
+    out = work / f"out-{rows}"
+    cmd = [sys.executable, "-m", "jobs.cli", "score", str(REPO / "conf" / "quickstart.yaml"), f"judge.url={stub_url}",
+           f"dataset.path={data}", f"output.dir={out}", "tracking.mode=disabled", *SETTINGS]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with TreeSampler(proc.pid) as sampler:
+        _, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"judgefleet score failed on {rows} rows:\n{stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    mib = 2 ** 20
+    return {
+        "rows": rows,
+        "scored": summary["scored"],
+        "output_rows": sum(json.loads(m.read_text())["rows"] for m in (out / "scores").glob("*.manifest.json")),
+        "scoring_s": summary["wall_time_s"],
+        "total_s": round(time.perf_counter() - started, 1),
+        "rows_per_s": summary["rows_per_s"],
+        "peak_driver_mib": round(sampler.driver / mib, 1),
+        "peak_ray_processes_mib": round(sampler.others / mib, 1),
+        "peak_total_mib": round(sampler.total / mib, 1),
+    }
+
+
+def run(sizes, out_dir: Path) -> dict:
+    stub = subprocess.Popen([sys.executable, str(REPO / "tests" / "stub_openai.py"), "--as-route"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        stub_url = json.loads(stub.stdout.readline())["url"]
+        with tempfile.TemporaryDirectory(prefix="judgefleet-bounded-") as tmp:
+            results = [measure(n, stub_url, Path(tmp)) for n in sizes]
+    finally:
+        stub.terminate()
+        stub.wait(10)
+    small, large = results[0], results[-1]
+    growth = {k: round(large[k] / small[k] - 1, 3) for k in ("peak_driver_mib", "peak_ray_processes_mib", "peak_total_mib")}
+    report = {
+        "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "settings": SETTINGS,
+        "results": results,
+        "growth": growth,
+        "goal": {"peak_growth_below": 0.20, "rows_per_s_at_least": 500},
+        "goal_met": {"memory": all(g < 0.20 for g in growth.values()),
+                     "throughput": min(r["rows_per_s"] for r in results) >= 500},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bounded_memory.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "bounded_memory.md").write_text(markdown(report))
+    return report
+
+
+def markdown(r: dict) -> str:
+    rows = [f"| {x['rows']:,} | {x['output_rows']:,} | {x['scored']:,} | {x['scoring_s']} | {x['rows_per_s']} | "
+            f"{x['peak_driver_mib']} | {x['peak_ray_processes_mib']} | {x['peak_total_mib']} |" for x in r["results"]]
+    g = r["growth"]
+    return "\n".join([
+        "# Bounded memory",
+        "",
+        f"Machine: {r['machine']}. Command: `python -m benchmarks.bounded_memory`.",
+        "",
+        "`judgefleet score` on synthetic rows (~1 KB each, 3 samples a row) against a stand-in judge that answers at",
+        "once (tests/stub_openai.py, its own process), so the pipeline itself is measured. Settings: "
+        + ", ".join(f"`{s}`" for s in r["settings"]) + ".",
+        "Peak memory is the largest resident set seen, sampled every 0.5 s, of the driver and of the processes",
+        "under it (the local Ray: GCS, raylet, workers, object store); shared pages count once per process.",
+        "",
+        "| input rows | output rows | scored | scoring s | rows/s | driver peak MiB | Ray processes peak MiB | total peak MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        f"Growth of the peaks from the smallest to the largest input: driver {100 * g['peak_driver_mib']:+.1f}%, "
+        f"Ray processes {100 * g['peak_ray_processes_mib']:+.1f}%, total {100 * g['peak_total_mib']:+.1f}%.",
+        "",
+        f"Goal: peaks grow less than 20% ({'met' if r['goal_met']['memory'] else 'not met'}); at least 500 rows/s "
+        f"({'met' if r['goal_met']['throughput'] else 'not met'}).",
+        "",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "reports")
+    args = parser.parse_args()
+    print(markdown(run(args.rows, args.out)))
+
+
+if __name__ == "__main__":
+    main()
