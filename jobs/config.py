@@ -92,7 +92,10 @@ class SamplingConfig:
 @dataclass
 class OutputConfig:
     dir: str = "runs/latest"
+    # A shard is written every shard_rows rows, or once its first row has waited flush_s seconds:
+    # a job killed at any moment loses at most that much work (see "Interrupted runs").
     shard_rows: int = 1000
+    flush_s: float = 60.0
     # Columns to report mean scores by, in summary.json and the terminal table.
     group_by: List[str] = field(default_factory=list)
     # Also write the rendered prompt of each row (column `prompt`).
@@ -210,6 +213,7 @@ def validate(cfg: JobConfig) -> None:
         ("sampling.temperature", s.temperature, 0),
         ("sampling.top_logprobs", s.top_logprobs, 0),
         ("output.shard_rows", o.shard_rows, 1),
+        ("output.flush_s", o.flush_s, 0),
     ):
         if value < low:
             raise ConfigError(f"{key}: must be at least {low}, got {value}")

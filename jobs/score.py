@@ -105,7 +105,7 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
                        skip=frozenset(finished.row_ids))
     ds = build_dataset(make_datasource(stream), settings, endpoint.url, endpoint.api_key,
                        j.clients, j.max_in_flight, j.timeout_s, j.max_retries, cfg.output.keep_prompt)
-    writer = ShardWriter(out_dir, cfg.output.shard_rows, start_index=finished.next_index)
+    writer = ShardWriter(out_dir, cfg.output.shard_rows, start_index=finished.next_index, flush_s=cfg.output.flush_s)
     summary = SummaryBuilder(j.mode, cfg.output.group_by)
     judged_before = {}
     for shard in finished.shards:  # the summary covers the whole output, not only this run's part
