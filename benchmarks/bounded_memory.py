@@ -43,12 +43,18 @@ def write_rows(path: Path, rows: int) -> None:
 
 
 class TreeSampler:
-    """Peak resident memory of a process and of its descendants, sampled in a thread."""
+    """Peak memory of a process and its descendants, sampled in a thread.
+
+    Per sample: the resident set (RSS) of the driver and of the processes under it, and their
+    unique set (USS: pages no other process maps - not the shared object store nor libraries),
+    also per kind of process (driver, gcs_server, raylet, each ray:: worker name).
+    """
 
     def __init__(self, pid: int, interval_s: float = 0.5):
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
-        self.driver = self.others = self.total = 0
+        self.driver = self.others = self.total = self.total_uss = 0
+        self.by_kind: dict = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,19 +69,33 @@ class TreeSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                driver = self.root.memory_info().rss
-                children = self.root.children(recursive=True)
+                procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            others = 0
-            for child in children:
+            rss = uss = driver = 0
+            kinds: dict = {}
+            for proc in procs:
                 try:
-                    others += child.memory_info().rss
+                    info = proc.memory_full_info()
+                    kind = "driver" if proc.pid == self.root.pid else _kind(proc)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
+                rss, uss = rss + info.rss, uss + info.uss
+                driver = info.rss if kind == "driver" else driver
+                kinds[kind] = kinds.get(kind, 0) + info.uss
             self.driver = max(self.driver, driver)
-            self.others = max(self.others, others)
-            self.total = max(self.total, driver + others)
+            self.others = max(self.others, rss - driver)
+            self.total = max(self.total, rss)
+            self.total_uss = max(self.total_uss, uss)
+            for kind, value in kinds.items():
+                self.by_kind[kind] = max(self.by_kind.get(kind, 0), value)
+
+
+def _kind(proc: psutil.Process) -> str:
+    title = (proc.cmdline() or [proc.name()])[0]
+    if title.startswith("ray::"):
+        return title.split()[0].split("(")[0]
+    return proc.name()
 
 
 def measure(rows: int, stub_url: str, work: Path) -> dict:
@@ -102,6 +122,8 @@ def measure(rows: int, stub_url: str, work: Path) -> dict:
         "peak_driver_mib": round(sampler.driver / mib, 1),
         "peak_ray_processes_mib": round(sampler.others / mib, 1),
         "peak_total_mib": round(sampler.total / mib, 1),
+        "peak_total_uss_mib": round(sampler.total_uss / mib, 1),
+        "peak_uss_mib_by_process": {k: round(v / mib, 1) for k, v in sorted(sampler.by_kind.items())},
     }
 
 

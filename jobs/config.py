@@ -117,6 +117,10 @@ class RayConfig:
     # Logical CPUs of a local Ray. Judge replicas block on their engine, not the CPU count,
     # so a laptop gets more logical CPUs than cores (default: max(8, 4 x cores)).
     num_cpus: Optional[int] = None
+    # Object store memory a score job may fill with rows read ahead of the judge. Reading pauses
+    # at this bound, so memory stays flat however large the dataset (Ray's default would let the
+    # reader run gigabytes ahead of a slow judge).
+    data_memory_mb: int = 64
 
 
 @dataclass
@@ -213,6 +217,7 @@ def validate(cfg: JobConfig) -> None:
         ("sampling.temperature", s.temperature, 0),
         ("sampling.top_logprobs", s.top_logprobs, 0),
         ("output.shard_rows", o.shard_rows, 1),
+        ("ray.data_memory_mb", cfg.ray.data_memory_mb, 16),
         ("output.flush_s", o.flush_s, 0),
     ):
         if value < low:

@@ -84,11 +84,17 @@ def _run_judge(cfg: JobConfig, files, external, out_dir: Path, total, finished: 
 
 def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, finished: resume.Finished,
            lineage: Lineage, console, started: float) -> dict:
-    from ray.data import DataContext
+    from ray.data import DataContext, ExecutionResources
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     context = DataContext.get_current()
     context.execution_options.preserve_order = True  # same input, same shards
+    # Bounded memory whatever the dataset size: the reader pauses once ray.data_memory_mb of rows
+    # wait for the judge, and blocks stay small - at Ray's default (128 MiB) the read task
+    # gathers its rows into one block before handing any on, holding a 100k-row file in memory.
+    context.execution_options.resource_limits = ExecutionResources.for_limits(
+        object_store_memory=cfg.ray.data_memory_mb * 2**20)
+    context.target_max_block_size = 1 << 20
     context.enable_progress_bars = False  # ours counts scored rows
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
