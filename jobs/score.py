@@ -89,12 +89,13 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
 
     context = DataContext.get_current()
     context.execution_options.preserve_order = True  # same input, same shards
-    # Bounded memory whatever the dataset size: the reader pauses once ray.data_memory_mb of rows
-    # wait for the judge, and blocks stay small - at Ray's default (128 MiB) the read task
-    # gathers its rows into one block before handing any on, holding a 100k-row file in memory.
+    # Blocks stay small (a few Prometheus rows): Ray Data hands rows on a block at a time, so at
+    # its default (128 MiB) the read task gathered a whole 100k-row file in memory before passing
+    # any on, and a slow judge's rows reached the driver - and disk - only hundreds at a time.
+    # The reader pauses once ray.data_memory_mb of rows wait for the judge.
+    context.target_max_block_size = 64 << 10
     context.execution_options.resource_limits = ExecutionResources.for_limits(
         object_store_memory=cfg.ray.data_memory_mb * 2**20)
-    context.target_max_block_size = 1 << 20
     context.enable_progress_bars = False  # ours counts scored rows
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
@@ -126,13 +127,15 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("score", total=total)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if judged_before:
-                resume.check_same_judge(judged_before, batch, out_dir)
-            writer.add(batch)
-            summary.add(batch)
-            progress.advance(task, batch.num_rows)
-    writer.close()
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                if judged_before:
+                    resume.check_same_judge(judged_before, batch, out_dir)
+                writer.add(batch)
+                summary.add(batch)
+                progress.advance(task, batch.num_rows)
+        finally:
+            writer.close()  # rows already judged reach disk, also when the job is stopped (Ctrl-C, SIGTERM)
     # Rates count the scoring itself; total_time_s adds starting Ray and the judge route.
     result = summary.result(
         time.perf_counter() - scoring_started,

@@ -69,22 +69,23 @@ class StubOpenAIServer:
         ready = threading.Event()
 
         def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
+            loop = self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             app = web.Application(client_max_size=64 << 20)
             app.router.add_get("/v1/models", self._models)
             app.router.add_post("/v1/completions", self._completions)
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_post("/tokenize", self._tokenize)
-            self._runner = web.AppRunner(app, access_log=None)
-            self._loop.run_until_complete(self._runner.setup())
+            # A hanging handler must not hold the stop for aiohttp's default 60 s.
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, 0, backlog=1024)
-            self._loop.run_until_complete(site.start())
+            loop.run_until_complete(site.start())
             self.port = site._server.sockets[0].getsockname()[1]
             ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
-            self._loop.close()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
 
         self._thread = threading.Thread(target=serve, name="stub-openai", daemon=True)
         self._thread.start()

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -11,7 +12,11 @@ from tests.conftest import QUICKSTART, REPO, free_port
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    """The CLI in a subprocess; a score job writes into a temporary output dir, never the repo's runs/."""
+    with tempfile.TemporaryDirectory() as out:
+        extra = [f"output.dir={out}"] if args[0] == "score" and not any(a.startswith("output.dir=") for a in args) else []
+        return subprocess.run([sys.executable, "-m", "jobs.cli", *args, *extra], cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
 
 
 def test_quickstart_loads_with_the_documented_names():
