@@ -193,9 +193,9 @@ def markdown(r: dict) -> str:
         "",
         "What kept it flat: Ray Data hands rows on a block at a time, and at its default 128 MiB target block",
         "size the single read task gathered rows into one block before passing any on (its memory grew ~3 KB a",
-        "row: 174 MiB at 10k rows, 457 MiB at 100k). The job sets 64 KiB blocks (a few Prometheus rows, so a",
-        "slow judge's rows also reach disk a few at a time) and caps read-ahead with `ray.data_memory_mb` (64).",
-        "Small blocks cost speed here: with 1 MiB blocks the same runs made 1113 and 1566 rows/s. The clients",
+        "row: 174 MiB at 10k rows, 457 MiB at 100k). The job sets 256 KiB blocks (tens of Prometheus rows, so a",
+        "slow judge's rows also reach disk a few dozen at a time) and caps read-ahead with `ray.data_memory_mb`",
+        "(64). Block size trades speed here: 64 KiB blocks made 689/849 rows/s, 1 MiB 1113/1566. The clients",
         "moved from httpx to aiohttp: 367 -> 931 rows/s at 10k rows, the client actors having been the bottleneck.",
         "",
     ])

@@ -183,14 +183,14 @@ def test_bad_paths_fail_before_work_with_one_clear_message(tmp_path, write_jsonl
 
 def test_a_stopped_job_writes_the_rows_it_has_judged(ray_session, stub, write_jsonl, tmp_path):
     """SIGTERM (a stopped pod, `ray job stop`, Ctrl-C): judged rows still buffered reach disk."""
-    path, out = dataset(write_jsonl, 200), tmp_path / "out"
-    stub.behaviour.delay_s = 0.1
+    path, out = dataset(write_jsonl, 600), tmp_path / "out"
+    stub.behaviour.delay_s = 0.01
     cmd = score_command(stub, path, out, ray_session.cluster.address, "output.shard_rows=1000", "output.flush_s=600")
     driver = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while stub.stats.by_path.get("/v1/completions", 0) < 60 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while stub.stats.by_path.get("/v1/completions", 0) < 4 * 300 and time.monotonic() < deadline:
+            time.sleep(0.05)  # half the rows judged: more than a block has reached the driver
         assert not manifests(out)  # nothing on disk yet: one shard would hold 1000 rows
         driver.send_signal(signal.SIGTERM)
         _, stderr = driver.communicate(timeout=120)
@@ -198,11 +198,10 @@ def test_a_stopped_job_writes_the_rows_it_has_judged(ray_session, stub, write_js
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 130 and "interrupted" in stderr
-    saved = [r for r in scored_rows(out)]
-    assert 0 < len(saved) < 200 and all(r["errors"] is None for r in saved)
+    saved = scored_rows(out)
+    assert 0 < len(saved) < 600 and all(r["errors"] is None for r in saved)
     quiet_stub(stub)
-    stub.behaviour.delay_s = 0.0
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     ids = [r["row_id"] for r in scored_rows(out)]
-    assert len(ids) == len(set(ids)) == 200
+    assert len(ids) == len(set(ids)) == 600
