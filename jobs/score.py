@@ -84,23 +84,9 @@ def _run_judge(cfg: JobConfig, files, external, out_dir: Path, total, finished: 
 
 def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, finished: resume.Finished,
            lineage: Lineage, console, started: float) -> dict:
-    from ray.data import DataContext, ExecutionResources
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    context = DataContext.get_current()
-    context.execution_options.preserve_order = True  # same input, same shards
-    # Blocks stay small (tens of Prometheus rows): Ray Data hands rows on a block at a time, so at
-    # its default (128 MiB) the read task gathered a whole 100k-row file in memory before passing
-    # any on, and a slow judge's rows reached the driver - and disk - thousands at a time. Much
-    # smaller blocks cost throughput: each block's slowest row holds up the next (64 KiB measured
-    # 0.52 samples/s on the vicuna bench, 256 KiB 0.56, 1 MiB 0.61).
-    # The reader pauses once ray.data_memory_mb of rows wait for the judge.
-    context.target_max_block_size = 256 << 10
-    context.execution_options.resource_limits = ExecutionResources.for_limits(
-        object_store_memory=cfg.ray.data_memory_mb * 2**20)
-    context.enable_progress_bars = False  # ours counts scored rows
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    configure_ray_data(cfg)
 
     j, s = cfg.judge, cfg.sampling
     settings = JudgeSettings(
@@ -155,6 +141,26 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
     lineage.use_model(j.model, endpoint.url, summary.judges, specs)
     lineage.log_scores(out_dir, result, finished.shards + writer.paths)
     return result
+
+
+def configure_ray_data(cfg: JobConfig) -> None:
+    """Ray Data settings of a score job: input order kept, memory bounded, our own progress bar."""
+    from ray.data import DataContext, ExecutionResources
+
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True  # same input, same shards
+    # Blocks stay small (tens of Prometheus rows): Ray Data hands rows on a block at a time, so at
+    # its default (128 MiB) the read task gathered a whole 100k-row file in memory before passing
+    # any on, and a slow judge's rows reached the driver - and disk - thousands at a time. Much
+    # smaller blocks cost throughput: each block's slowest row holds up the next (64 KiB measured
+    # 0.52 samples/s on the vicuna bench, 256 KiB 0.56, 1 MiB 0.61).
+    # The reader pauses once ray.data_memory_mb of rows wait for the judge.
+    context.target_max_block_size = 256 << 10
+    context.execution_options.resource_limits = ExecutionResources.for_limits(
+        object_store_memory=cfg.ray.data_memory_mb * 2**20)
+    context.enable_progress_bars = False  # ours counts scored rows
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def check_columns(first: dict, cfg: JobConfig) -> None:
