@@ -11,7 +11,7 @@ from jobs.errors import JudgefleetError
 
 EXAMPLES = """examples:
   judgefleet score conf/quickstart.yaml
-  judgefleet score conf/quickstart.yaml dataset.limit=5 sampling.num_samples=1
+  judgefleet score conf/quickstart.yaml dataset.limit=5 sampling.num_samples=1 output.dir=runs/five
   judgefleet score conf/quickstart.yaml --restart     # score again what output.dir already holds
   judgefleet serve conf/quickstart.yaml serve.port=8001
   judgefleet bench conf/bench.yaml dataset.limit=6
