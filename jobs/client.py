@@ -125,6 +125,15 @@ class OpenAIClient:
         if self._http is not None:
             await self._http.close()
 
+    def close_now(self) -> None:
+        """Close the connections without awaiting (from a finalizer, off the event loop)."""
+        session, self._http = self._http, None
+        if session is not None and not session.closed:
+            connector = session.connector
+            session.detach()
+            if connector is not None:
+                connector.close()  # the sockets close now; what it returns has nothing left to wait for
+
     def _session(self) -> aiohttp.ClientSession:
         # aiohttp rather than httpx: at thousands of requests/s its per-request CPU cost is a
         # fraction of httpx's, and the client actors, not the judge, would otherwise set the pace.

@@ -100,10 +100,27 @@ class JudgeActor:
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.keep_prompt = keep_prompt
         self._judge: Optional[RowJudge] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def __del__(self):
+        """Ray Data deletes the UDF as the actor shuts down: close the client's connections on
+        their own event loop, so aiohttp has no unclosed session to complain about."""
+        if self._judge is None:
+            return
+        client, loop = self._judge.client, self._loop
+        try:
+            if loop is not None and loop.is_running() and not _running_on(loop):
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=5)
+            else:
+                client.close_now()
+        except Exception:  # noqa: BLE001 - a finalizer must not raise
+            pass
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         if self._judge is None:  # created on the actor's event loop, on first use
             from jobs.client import OpenAIClient
+
+            self._loop = asyncio.get_running_loop()
 
             client = OpenAIClient(self.url, self.api_key, self.timeout_s, self.max_retries, max_in_flight=self.in_flight,
                                   patience_s=self.timeout_s)
@@ -153,6 +170,13 @@ class JudgeActor:
             values["completion_tokens"].append(v.completion_tokens)
             values["latency_s"].append(round(v.latency_s, 4))
         return {name: pa.array(values[name], schema.field(name).type) for name in schema.names}
+
+
+def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def aggregate(scores: List[Any], mode: str):

@@ -124,6 +124,7 @@ def test_a_killed_driver_rerun_recomputes_only_unfinished_shards(ray_session, st
     again = subprocess.run(score_command(stub, path, out, address), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming: {done_rows} rows" in again.stderr.replace("\n", " ")
+    assert "Unclosed" not in again.stderr  # the client actors closed their connections
     ids = [r["row_id"] for r in scored_rows(out)]
     assert len(ids) == len(set(ids)) == 120
     assert set(ids) == {r["row_id"] for r in scored_rows(clean)}
