@@ -43,17 +43,22 @@ def run(cfg: JobConfig, console=None, restart: bool = False) -> dict:
     total = count_rows(files, cfg.dataset.format)
     if total is not None and cfg.dataset.limit is not None:
         total = min(total, cfg.dataset.limit)
+    left = _rows_left(files, cfg, finished)
     if finished.rows:
         console.print(f"[bold]resuming[/]: {finished.rows} rows in {len(finished.shards)} finished shards are kept; "
-                      "scoring the rest (--restart to start over)")
+                      + ("scoring the rest" if left else "nothing left to score") + " (--restart to start over)")
 
-    # 2. The W&B run, Ray, and the judge route unless an external URL was given.
+    # 2. The W&B run, Ray, and the judge route unless an external URL was given (or nothing is left).
     lineage = Lineage.start(cfg, "score", out_dir)
     failed = True
     try:
         lineage.use_dataset(files, {"format": cfg.dataset.format, "id_field": cfg.dataset.id_field,
                                     "limit": cfg.dataset.limit})
-        summary = _run_judge(cfg, files, external, out_dir, total, finished, lineage, console, started)
+        if left:
+            summary = _run_judge(cfg, files, external, out_dir, total, finished, lineage, console, started)
+        else:
+            summary = _finish(cfg, _earlier_summary(cfg, finished)[0], None, out_dir, finished, [], lineage,
+                              time.perf_counter(), started)
         failed = False
     finally:
         lineage.finish(failed)
@@ -101,14 +106,7 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
     ds = build_dataset(make_datasource(stream), settings, endpoint.url, endpoint.api_key,
                        j.clients, j.max_in_flight, j.timeout_s, j.max_retries, cfg.output.keep_prompt)
     writer = ShardWriter(out_dir, cfg.output.shard_rows, start_index=finished.next_index, flush_s=cfg.output.flush_s)
-    summary = SummaryBuilder(j.mode, cfg.output.group_by)
-    judged_before = {}
-    for shard in finished.shards:  # the summary covers the whole output, not only this run's part
-        table = pq.read_table(shard)
-        summary.add(table)
-        for member, shas in resume.judges_by_member(table).items():
-            judged_before.setdefault(member, set()).update(shas)
-    summary.mark_resumed()
+    summary, judged_before = _earlier_summary(cfg, finished)
     if total is not None:
         total = max(0, total - finished.rows)
     scoring_started = time.perf_counter()
@@ -124,22 +122,52 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
                 progress.advance(task, batch.num_rows)
         finally:
             writer.close()  # rows already judged reach disk, also when the job is stopped (Ctrl-C, SIGTERM)
+    return _finish(cfg, summary, endpoint, out_dir, finished, writer.paths, lineage, scoring_started, started)
+
+
+def _rows_left(files, cfg: JobConfig, finished: resume.Finished) -> bool:
+    """Whether any row is outside the finished shards (reads the row ids only, no prompts)."""
+    if not finished.rows:
+        return True
+    stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
+                       skip=frozenset(finished.row_ids))
+    return any(table.num_rows for table in stream.tables())
+
+
+def _earlier_summary(cfg: JobConfig, finished: resume.Finished):
+    """The summary of the finished shards, and which weights judged them (per member)."""
+    summary = SummaryBuilder(cfg.judge.mode, cfg.output.group_by)
+    judged: dict = {}
+    for shard in finished.shards:  # one shard at a time: memory stays bounded
+        table = pq.read_table(shard)
+        summary.add(table)
+        for member, shas in resume.judges_by_member(table).items():
+            judged.setdefault(member, set()).update(shas)
+    summary.mark_resumed()
+    return summary, judged
+
+
+def _finish(cfg: JobConfig, summary: SummaryBuilder, endpoint, out_dir: Path, finished: resume.Finished,
+            new_shards, lineage: Lineage, scoring_started: float, started: float) -> dict:
+    """summary.json and the lineage of the whole output (`endpoint` None: no judge was needed)."""
+    j = cfg.judge
+    url = endpoint.url if endpoint is not None else j.url
     # Rates count the scoring itself; total_time_s adds starting Ray and the judge route.
     result = summary.result(
         time.perf_counter() - scoring_started,
         extra={
             "total_time_s": round(time.perf_counter() - started, 3),
-            "judge": {"model": j.model, "url": endpoint.url, "api": j.api, "mode": j.mode},
+            "judge": {"model": j.model, "url": url, "api": j.api, "mode": j.mode},
             "dataset": str(cfg.dataset.path),
             "output_dir": str(out_dir),
-            "shards": len(finished.shards) + len(writer.paths),
+            "shards": len(finished.shards) + len(new_shards),
             "config": logged_config(cfg),
         },
     )
     write_json(out_dir / "summary.json", result)
-    specs = [m for m in to_dict(cfg)["serve"]["models"] if m["id"] == j.model] if endpoint.deployed else []
-    lineage.use_model(j.model, endpoint.url, summary.judges, specs)
-    lineage.log_scores(out_dir, result, finished.shards + writer.paths)
+    specs = [m for m in to_dict(cfg)["serve"]["models"] if m["id"] == j.model] if j.url is None else []
+    lineage.use_model(j.model, url, summary.judges, specs)
+    lineage.log_scores(out_dir, result, finished.shards + list(new_shards))
     return result
 
 
