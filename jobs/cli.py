@@ -37,6 +37,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             verb.add_argument("--restart", action="store_true",
                               help="discard the scores already in output.dir and score every row again "
                                    "(default: keep finished shards and score only the rest)")
+            verb.add_argument("--retry-errors", action="store_true",
+                              help="also judge again the rows of finished shards that ended with errors")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -46,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.verb == "score":
             from jobs.score import run
 
-            summary = run(cfg, restart=args.restart)
+            summary = run(cfg, restart=args.restart, retry_errors=args.retry_errors)
             return 0 if summary["rows"] == 0 or summary["scored"] > 0 else 1
         if args.verb == "bench":
             from jobs.bench import run as bench_run

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Set
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.config import JobConfig, to_dict
+from jobs.datasource import ROW_ID
 from jobs.errors import ConfigError, JudgefleetError
 from jobs.shards import write_json
 
@@ -124,6 +127,37 @@ def scan(scores: Path) -> Finished:
         if path.name not in kept and (path.name.startswith((".part-", "part-"))):
             path.unlink()
     return finished
+
+
+def drop_errored(finished: Finished) -> int:
+    """Take the rows that ended with errors out of their shards, so this run judges them again.
+
+    Each shard is rewritten without them. Its manifest goes first and comes back last: a crash in
+    between leaves a shard without a manifest, which the next run scores again whole - never a
+    manifest naming rows its file lacks.
+    """
+    dropped = 0
+    for shard in list(finished.shards):
+        table = pq.read_table(shard)
+        if "errors" not in table.column_names or table.column("errors").null_count == table.num_rows:
+            continue
+        clean = pc.is_null(table.column("errors"))
+        errored = table.filter(pc.invert(clean)).column(ROW_ID).to_pylist()
+        manifest = shard.with_name(shard.name.replace(".parquet", ".manifest.json"))
+        manifest.unlink()
+        kept = table.filter(clean)
+        if kept.num_rows:
+            tmp = shard.with_name(f".{shard.name}.tmp")
+            pq.write_table(kept, tmp)
+            os.replace(tmp, shard)
+            write_json(manifest, {"shard": shard.name, "rows": kept.num_rows, "row_ids": kept.column(ROW_ID).to_pylist()})
+        else:
+            shard.unlink()
+            finished.shards.remove(shard)
+        finished.row_ids.difference_update(errored)
+        finished.rows -= len(errored)
+        dropped += len(errored)
+    return dropped
 
 
 def judges_by_member(table: pa.Table) -> Dict[str, Set[str]]:

@@ -24,8 +24,9 @@ from jobs.summary import SummaryBuilder, print_summary
 log = logging.getLogger(__name__)
 
 
-def run(cfg: JobConfig, console=None, restart: bool = False) -> dict:
-    """Score the dataset into `output.dir`; rows in finished shards of an earlier run are kept (`restart`: not)."""
+def run(cfg: JobConfig, console=None, restart: bool = False, retry_errors: bool = False) -> dict:
+    """Score the dataset into `output.dir`. Rows in finished shards of an earlier run are kept
+    (`restart`: none are; `retry_errors`: those that ended with errors are judged again)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -37,6 +38,8 @@ def run(cfg: JobConfig, console=None, restart: bool = False) -> dict:
     check_columns(first, cfg)
     out_dir = prepare_output_dir(cfg.output.dir)
     finished = resume.prepare(out_dir, cfg, restart)
+    if retry_errors and finished.rows:
+        console.print(f"[bold]retrying[/]: {resume.drop_errored(finished)} rows that ended with errors")
     external = ep.check_external(cfg) if cfg.judge.url else None
     if external is None:
         ep.check_port_free(cfg.serve.host, cfg.serve.port)

@@ -100,3 +100,24 @@ def test_other_weights_behind_the_same_name_are_refused(ray_session, stub, write
     with pytest.raises(JudgeChangedError, match="member 'm0' now answers with weights bbbbbbbbbbbb"):
         run(config(stub, path, out))
     assert len(scored_ids(out)) == 10  # the finished shard is untouched, nothing was added
+
+
+def test_retry_errors_judges_again_only_the_rows_that_failed(ray_session, stub, write_jsonl, tmp_path):
+    path, out = write_jsonl(rows(20)), tmp_path / "out"
+    stub.behaviour.fail_first = 10  # the judge is down for the first requests; no retries: those rows fail
+    first = run(config(stub, path, out, "judge.max_retries=0", "judge.max_in_flight=1", "judge.clients=1"))
+    failed = first["rows_with_errors"]
+    assert 0 < failed < 20 and first["rows"] == 20
+
+    stub.stats.by_path.clear()
+    run(config(stub, path, out))  # a plain re-run keeps them: they are finished, with their errors
+    assert completions(stub) == 0
+
+    again = run(config(stub, path, out), retry_errors=True)
+    assert 0 < completions(stub) and again["rows"] == 20 and again["rows_with_errors"] == 0
+    assert again["resumed_rows"] == 20 - failed and again["rows_this_run"] == failed
+    ids = scored_ids(out)
+    assert len(ids) == len(set(ids)) == 20
+    for shard in (out / "scores").glob("part-*.parquet"):  # every manifest still matches its shard
+        manifest = json.loads(shard.with_name(shard.name.replace(".parquet", ".manifest.json")).read_text())
+        assert manifest["row_ids"] == pq.read_table(shard).column("row_id").to_pylist()
