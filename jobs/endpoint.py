@@ -126,17 +126,30 @@ def deploy_route(cfg: JobConfig, timeout_s: float = 900.0, app_name: Optional[st
     url = f"http://{connect_host}:{port}{route_prefix.rstrip('/')}/v1"
     key = api_key(cfg.serve)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    while True:  # serve.run returns once replicas are up; the proxy may need a moment more
-        try:
-            if httpx.get(f"{url}/models", headers=headers, timeout=10).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
+    # The replicas come up one by one, and the ingress learns of them from the controller about
+    # once a second (a count it fetched mid-deploy can arrive late): wait until it counts a member
+    # up in every pool twice, a refresh apart, or the first requests could find "every member down".
+    pools_url = url[: -len("/v1")] + "/pools"
+    seen_up = 0
+    while seen_up < 2:
+        seen_up = seen_up + 1 if _routable(pools_url, headers) else 0
         if time.monotonic() - started > timeout_s:
             raise EndpointError(f"the judge route did not answer at {url} within {timeout_s:.0f} s")
-        time.sleep(0.5)
+        if seen_up < 2:
+            time.sleep(1.5 if seen_up else 0.5)
     card = httpx.get(f"{url}/models/{cfg.judge.model}", headers=headers, timeout=30).json()
     return Endpoint(url, cfg.judge.model, key, _max_model_len(card), deployed=True)
+
+
+def _routable(pools_url: str, headers: dict) -> bool:
+    try:
+        response = httpx.get(pools_url, headers=headers, timeout=10)
+        pools = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(pools, dict) and bool(pools) and all(
+        any(not member.get("down", True) for member in members) for members in pools.values()
+    )
 
 
 def remove_route(app_name: Optional[str] = None) -> None:

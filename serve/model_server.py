@@ -36,8 +36,9 @@ class ModelServer:
 
     @classmethod
     async def create(cls, model_config: dict, member: str = "", engine_cls=None) -> "ModelServer":
-        """A started server outside Ray (e.g. the in-process ceiling of `judgefleet bench`)."""
-        server = cls.__new__(cls)
+        """A started server outside Ray (e.g. the in-process ceiling of `judgefleet bench`); its
+        owner shuts the engine down (`await server.engine.shutdown()`)."""
+        server = _OutsideServe.__new__(_OutsideServe)
         server._setup(model_config, member, engine_cls)
         await server._start()
         return server
@@ -152,6 +153,14 @@ async def _reply(work) -> dict:
         return {"status": 200, "body": await work}
     except OpenAIError as e:
         return {"status": e.status, "body": e.body()}
+
+
+class _OutsideServe(ModelServer):
+    """Serve awaits the async `__del__` at replica shutdown; outside Serve, Python would call it
+    and drop the coroutine ("never awaited"). The owner shuts the engine down instead."""
+
+    def __del__(self) -> None:
+        pass
 
 
 def _compile_template(source: str):
