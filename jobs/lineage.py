@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from jobs.config import JobConfig, to_dict
+from jobs.shards import manifest_path
 from serve.model_files import sha256_of
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,8 @@ class Lineage:
                                              "shards")}
         artifact = wandb.Artifact(artifact_name("scores", Path(out_dir).resolve().name), type="scores",
                                   metadata={**meta, "inputs": self.inputs})
-        scores = Path(out_dir) / "scores"
         for shard in shards:
-            manifest = scores / shard.name.replace(".parquet", ".manifest.json")
-            for f in (shard, manifest):
+            for f in (shard, manifest_path(shard)):
                 artifact.add_reference(f.resolve().as_uri(), name=f.name)
         artifact.add_reference((Path(out_dir) / "summary.json").resolve().as_uri(), name="summary.json")
         self.run.log_artifact(artifact)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 from jobs.config import JobConfig, to_dict
 from jobs.datasource import ROW_ID
 from jobs.errors import ConfigError, JudgefleetError
-from jobs.shards import write_json
+from jobs.shards import manifest_path, write_json, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +142,10 @@ def drop_errored(finished: Finished) -> int:
             continue
         clean = pc.is_null(table.column("errors"))
         errored = table.filter(pc.invert(clean)).column(ROW_ID).to_pylist()
-        manifest = shard.with_name(shard.name.replace(".parquet", ".manifest.json"))
-        manifest.unlink()
+        manifest_path(shard).unlink()
         kept = table.filter(clean)
         if kept.num_rows:
-            tmp = shard.with_name(f".{shard.name}.tmp")
-            pq.write_table(kept, tmp)
-            os.replace(tmp, shard)
-            write_json(manifest, {"shard": shard.name, "rows": kept.num_rows, "row_ids": kept.column(ROW_ID).to_pylist()})
+            write_shard(shard, kept)
         else:
             shard.unlink()
             finished.shards.remove(shard)

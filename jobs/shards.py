@@ -2,8 +2,9 @@
 
 Shards are cut in the order rows arrive (Ray Data keeps input order), every `shard_rows` rows or
 when the oldest buffered row has waited `flush_s`, whichever comes first: a slow judge's work
-reaches disk within a bounded time, so a killed job loses at most that much of it. A shard is written under a temporary name and renamed, and
-its manifest (row ids, row count) goes beside it: a reader never sees half a shard.
+reaches disk within a bounded time, so a killed job loses at most that much of it. A shard is
+written under a temporary name and renamed, and its manifest (row ids, row count) goes beside it
+after: a reader never sees half a shard.
 """
 
 from __future__ import annotations
@@ -65,18 +66,26 @@ class ShardWriter:
 
     def _flush(self) -> None:
         table = pa.concat_tables(self._buffer, promote_options="permissive").combine_chunks()
-        name = f"part-{self.next_index:05d}.parquet"
-        path = self.dir / name
-        tmp = self.dir / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-        manifest = {"shard": name, "rows": table.num_rows, "row_ids": table.column(ROW_ID).to_pylist()}
-        write_json(self.dir / f"part-{self.next_index:05d}.manifest.json", manifest)
+        path = self.dir / f"part-{self.next_index:05d}.parquet"
+        write_shard(path, table)
         self.paths.append(path)
         self.rows_written += table.num_rows
         self.next_index += 1
         self._buffer, self._buffered = [], 0
         self._oldest = None
+
+
+def manifest_path(shard: Path) -> Path:
+    return shard.with_name(shard.name.replace(".parquet", ".manifest.json"))
+
+
+def write_shard(path: Path, table: pa.Table) -> None:
+    """The Parquet file under a temporary name, renamed; then its manifest, which makes it finished."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    write_json(manifest_path(path), {"shard": path.name, "rows": table.num_rows,
+                                     "row_ids": table.column(ROW_ID).to_pylist()})
 
 
 def write_json(path: Path, data: dict) -> None:
