@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -155,21 +155,18 @@ def drop_errored(finished: Finished) -> int:
     return dropped
 
 
-def judges_by_member(table: pa.Table) -> Dict[str, Set[str]]:
-    """member -> the weights' sha256s that answered in these rows."""
+def weights_by_member(judges: Iterable[tuple]) -> Dict[str, Set[str]]:
+    """member -> the weights' sha256s that answered, from `SummaryBuilder.judges` keys."""
     out: Dict[str, Set[str]] = {}
-    if "judge_model_sha256" not in table.column_names:
-        return out
-    members = table.column("judge_member").to_pylist() if "judge_member" in table.column_names else [None] * table.num_rows
-    for member, sha in zip(members, table.column("judge_model_sha256").to_pylist()):
+    for member, _backend, _file, sha in judges:
         if sha:
             out.setdefault(member or "", set()).add(sha)
     return out
 
 
-def check_same_judge(before: Dict[str, Set[str]], batch: pa.Table, out_dir: Path) -> None:
-    """Refuse to add rows scored by other weights than the finished shards' under the same member."""
-    for member, shas in judges_by_member(batch).items():
+def check_same_judge(before: Dict[str, Set[str]], judges: Iterable[tuple], out_dir: Path) -> None:
+    """Refuse rows judged by other weights than the finished shards' under the same member."""
+    for member, shas in weights_by_member(judges).items():
         known = before.get(member)
         if known and not shas <= known:
             raise JudgeChangedError(

@@ -118,10 +118,10 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
         task = progress.add_task("score", total=total)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                if judged_before:
-                    resume.check_same_judge(judged_before, batch, out_dir)
-                writer.add(batch)
                 summary.add(batch)
+                if judged_before:  # before the batch is written: other weights must not join the output
+                    resume.check_same_judge(judged_before, summary.judges, out_dir)
+                writer.add(batch)
                 progress.advance(task, batch.num_rows)
         finally:
             writer.close()  # rows already judged reach disk, also when the job is stopped (Ctrl-C, SIGTERM)
@@ -140,14 +140,11 @@ def _rows_left(files, cfg: JobConfig, finished: resume.Finished) -> bool:
 def _earlier_summary(cfg: JobConfig, finished: resume.Finished):
     """The summary of the finished shards, and which weights judged them (per member)."""
     summary = SummaryBuilder(cfg.judge.mode, cfg.output.group_by)
-    judged: dict = {}
-    for shard in finished.shards:  # one shard at a time: memory stays bounded
-        table = pq.read_table(shard)
-        summary.add(table)
-        for member, shas in resume.judges_by_member(table).items():
-            judged.setdefault(member, set()).update(shas)
+    for shard in finished.shards:  # one shard at a time, the columns the summary reads: memory stays bounded
+        present = pq.read_schema(shard).names
+        summary.add(pq.read_table(shard, columns=[c for c in summary.columns if c in present]))
     summary.mark_resumed()
-    return summary, judged
+    return summary, resume.weights_by_member(summary.judges)
 
 
 def _finish(cfg: JobConfig, summary: SummaryBuilder, endpoint, out_dir: Path, finished: resume.Finished,

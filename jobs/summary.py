@@ -60,15 +60,14 @@ class SummaryBuilder:
                 self.errors.update(cols["errors"][i])
             self.prompt_tokens += cols["prompt_tokens"][i] or 0
             self.completion_tokens += cols["completion_tokens"][i] or 0
-            if cols["judge_backend"][i]:
-                self.backends[cols["judge_backend"][i]] += 1
-            if cols["judge_member"][i]:
-                self.members[cols["judge_member"][i]] += 1
-            if cols["judge_model_sha256"][i]:
-                self.model_sha256[cols["judge_model_sha256"][i]] += 1
-            if cols["judge_backend"][i]:
-                file = cols["judge_model_file"][i] if "judge_model_file" in cols else None
-                self.judges[(cols["judge_member"][i], cols["judge_backend"][i], file, cols["judge_model_sha256"][i])] += 1
+            backend, member, sha = cols["judge_backend"][i], cols["judge_member"][i], cols["judge_model_sha256"][i]
+            if backend:
+                self.backends[backend] += 1
+                self.judges[(member, backend, cols["judge_model_file"][i], sha)] += 1
+            if member:
+                self.members[member] += 1
+            if sha:
+                self.model_sha256[sha] += 1
             for g, values in group_cols.items():
                 key = values[i] if isinstance(values[i], (str, int, float, bool)) or values[i] is None else str(values[i])
                 acc = self.groups[g][key]
@@ -76,6 +75,11 @@ class SummaryBuilder:
                 if score is not None:
                     acc[1] += 1
                     acc[2] += score if self.mode == "absolute" else (1.0 if score == "A" else 0.0)
+
+    @property
+    def columns(self) -> List[str]:
+        """The columns `add` reads: a caller may load only these."""
+        return [*_COLUMNS, *self.group_by]
 
     def mark_resumed(self) -> None:
         """What was added so far came from an earlier run: keep it in the totals, not in the rates."""
