@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, machine_description, stub_judge, write_report
+
 RUBRIC = {"criteria": "Is the answer correct and complete?",
           **{f"score{i}_description": f"The answer is at level {i} of 5." for i in range(1, 6)}}
 SETTINGS = ["judge.model=stub-judge", "judge.clients=2", "judge.max_in_flight=64", "sampling.num_samples=3",
@@ -128,19 +127,12 @@ def measure(rows: int, stub_url: str, work: Path) -> dict:
 
 
 def run(sizes, out_dir: Path) -> dict:
-    stub = subprocess.Popen([sys.executable, str(REPO / "tests" / "stub_openai.py"), "--as-route"], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        stub_url = json.loads(stub.stdout.readline())["url"]
-        with tempfile.TemporaryDirectory(prefix="judgefleet-bounded-") as tmp:
-            results = [measure(n, stub_url, Path(tmp)) for n in sizes]
-    finally:
-        stub.terminate()
-        stub.wait(10)
+    with stub_judge("--as-route") as stub_url, tempfile.TemporaryDirectory(prefix="judgefleet-bounded-") as tmp:
+        results = [measure(n, stub_url, Path(tmp)) for n in sizes]
     small, large = results[0], results[-1]
     growth = {k: round(large[k] / small[k] - 1, 3) for k in ("peak_driver_mib", "peak_ray_processes_mib", "peak_total_mib")}
     report = {
-        "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "machine": machine_description(),
         "settings": SETTINGS,
         "results": results,
         "growth": growth,
@@ -148,9 +140,7 @@ def run(sizes, out_dir: Path) -> dict:
         "goal_met": {"memory": all(g < 0.20 for g in growth.values()),
                      "throughput": min(r["rows_per_s"] for r in results) >= 500},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bounded_memory.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "bounded_memory.md").write_text(markdown(report))
+    write_report(out_dir, "bounded_memory", report, markdown)
     return report
 
 

@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
-import platform
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 from ray import serve
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, machine_description, stub_judge, write_report
+
 BODY = {"model": "bench-judge", "prompt": "Feedback: fine. [RESULT] ", "max_tokens": 1, "temperature": 0}
 
 
@@ -74,9 +70,7 @@ def run(seconds: float, out_dir: Path) -> dict:
     from jobs.config import load_config
     from jobs.endpoint import deploy_route
 
-    stub = subprocess.Popen([sys.executable, str(REPO / "tests" / "stub_openai.py")], stdout=subprocess.PIPE, text=True)
-    try:
-        stub_url = json.loads(stub.stdout.readline())["url"]
+    with stub_judge() as stub_url:
         ray.init(address="local", num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
         results = {"backend": _load(stub_url, seconds)}
         for front in ("proxy", "direct"):
@@ -89,9 +83,6 @@ def run(seconds: float, out_dir: Path) -> dict:
             results[f"route ({front} front)"] = _load(deploy_route(cfg).url, seconds)
             serve.shutdown()
         ray.shutdown()
-    finally:
-        stub.terminate()
-        stub.wait(10)
     base = results["backend"]["sequential"]
     fronts = {}
     for name, r in results.items():
@@ -104,15 +95,13 @@ def run(seconds: float, out_dir: Path) -> dict:
         }
         fronts[name]["goal_met"] = fronts[name]["added_p50_ms"] < 5.0 and fronts[name]["requests_per_s"] >= 200
     report = {
-        "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "machine": machine_description(),
         "seconds_per_run": seconds,
         "results": results,
         "fronts": fronts,
         "goal": {"added_p50_ms_below": 5.0, "route_requests_per_s_at_least": 200},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "route_overhead.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "route_overhead.md").write_text(markdown(report))
+    write_report(out_dir, "route_overhead", report, markdown)
     return report
 
 

@@ -17,6 +17,7 @@ import asyncio
 import copy
 import functools
 import logging
+import os
 import platform
 import socket
 import subprocess
@@ -229,8 +230,6 @@ def _result(rows, answered, scored, prompt_tokens, completion_tokens, elapsed, s
 
 
 def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
-    import os
-
     ratios = {}
     for a, b in (("judgefleet", "article"), ("judgefleet", "engine"), ("engine", "article")):
         if a in results and b in results and results[b]["samples_per_s"]:
@@ -249,7 +248,7 @@ def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
                 "usd_per_1000_judgments": round(cost / judgments * 1000, 4) if cost is not None else None,
             })
     return {
-        "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "machine": machine_description(),
         "dataset": str(cfg.dataset.path),
         "rows": len(rows),
         "num_samples": cfg.sampling.num_samples,
@@ -296,6 +295,10 @@ def markdown(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def machine_description() -> str:
+    return f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
 
 
 def _free_port() -> int:
