@@ -14,6 +14,7 @@ memory of its process tree. Writes bench.json and bench.md under output.dir/benc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import logging
@@ -25,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import httpx
 
@@ -85,19 +86,13 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
 
     s = cfg.sampling
     model_file = resolve_model_file(member.model)
-    port = _free_port()
     # The server as its users run it: its defaults, the judge's context. (Its default logits_all
     # keeps n_ctx x vocabulary logits; bench.article_logits_all=false measures it without.)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file.path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(member.context_length), "--model_alias", cfg.judge.model,
-           "--logits_all", str(cfg.bench.article_logits_all)]
+    options = ["--logits_all", str(cfg.bench.article_logits_all)]
     if member.threads:
-        cmd += ["--n_threads", str(member.threads)]
+        options += ["--n_threads", str(member.threads)]
     started = time.perf_counter()
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        _wait(url + "/models", server)
+    with llama_cpp_server(model_file.path, member.context_length, cfg.judge.model, *options) as (url, server):
         startup = time.perf_counter() - started
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=2, timeout=cfg.judge.timeout_s)
         scored = answered = prompt_tokens = completion_tokens = 0
@@ -115,12 +110,6 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
                     prompt_tokens += answer.usage.prompt_tokens
                     completion_tokens += answer.usage.completion_tokens
             elapsed = time.perf_counter() - t0
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
     return _result(len(rows), answered, scored, prompt_tokens, completion_tokens, elapsed, startup, peak.bytes,
                    "sequential openai client -> python -m llama_cpp.server "
                    f"(logits_all={cfg.bench.article_logits_all}), verdict parsed from text")
@@ -307,7 +296,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+@contextlib.contextmanager
+def llama_cpp_server(model_path, n_ctx: int, alias: str, *options: str,
+                     timeout_s: float = 300) -> Iterator[Tuple[str, subprocess.Popen]]:
+    """llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`) on loopback, until the
+    block ends: its base URL and process."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias, *options]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        _wait(url + "/models", server, timeout_s)
+        yield url, server
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

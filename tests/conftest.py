@@ -8,13 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import httpx
 import pytest
 
 from tests.stub_openai import StubBehaviour, StubOpenAIServer
@@ -31,20 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
 
 
 @pytest.fixture(scope="session")
@@ -105,21 +87,10 @@ def judge_route(ray_session, bundled_model, serve_port):
 @pytest.fixture(scope="session")
 def llama_server(bundled_model):
     """llama-cpp-python's own OpenAI server on the bundled model (the article's setup)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model.path), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--model_alias", "gemma-local"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", 120, proc)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    from jobs.bench import llama_cpp_server
+
+    with llama_cpp_server(bundled_model.path, 2048, "gemma-local", "--n_threads", "2", timeout_s=120) as (url, _):
+        yield url
 
 
 @pytest.fixture
