@@ -103,9 +103,7 @@ def _score(cfg: JobConfig, files, endpoint: ep.Endpoint, out_dir: Path, total, f
         system_prompt=j.system_prompt if j.system_prompt is not None else system_prompt(j.mode),
         prompt_format=j.prompt_format, max_model_len=endpoint.max_model_len,
     )
-    stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
-                       annotate=functools.partial(prompt_columns, dataset=cfg.dataset, mode=j.mode),
-                       skip=frozenset(finished.row_ids))
+    stream = _row_stream(cfg, files, finished, annotate=functools.partial(prompt_columns, dataset=cfg.dataset, mode=j.mode))
     ds = build_dataset(make_datasource(stream), settings, endpoint.url, endpoint.api_key,
                        j.clients, j.max_in_flight, j.timeout_s, j.max_retries, cfg.output.keep_prompt)
     writer = ShardWriter(out_dir, cfg.output.shard_rows, start_index=finished.next_index, flush_s=cfg.output.flush_s)
@@ -132,9 +130,13 @@ def _rows_left(files, cfg: JobConfig, finished: resume.Finished) -> bool:
     """Whether any row is outside the finished shards (reads the row ids only, no prompts)."""
     if not finished.rows:
         return True
-    stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
-                       skip=frozenset(finished.row_ids))
-    return any(table.num_rows for table in stream.tables())
+    return any(table.num_rows for table in _row_stream(cfg, files, finished).tables())
+
+
+def _row_stream(cfg: JobConfig, files, finished: resume.Finished, annotate=None) -> RowStream:
+    """The dataset's rows with their ids, less those in finished shards."""
+    return RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
+                     annotate=annotate, skip=frozenset(finished.row_ids))
 
 
 def _earlier_summary(cfg: JobConfig, finished: resume.Finished):
