@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
-from jobs.bench import machine_description
+from jobs.commands.bench import machine_description
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -46,16 +46,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         cfg = load_config(args.config, args.overrides)
         if args.verb == "score":
-            from jobs.score import run
+            from jobs.commands.score import run
 
             summary = run(cfg, restart=args.restart, retry_errors=args.retry_errors)
             return 0 if summary["rows"] == 0 or summary["scored"] > 0 else 1
         if args.verb == "bench":
-            from jobs.bench import run as bench_run
+            from jobs.commands.bench import run as bench_run
 
             bench_run(cfg)
             return 0
-        from jobs.serve_cmd import run as serve_run
+        from jobs.commands.serve import run as serve_run
 
         serve_run(cfg)
         return 0

@@ -17,7 +17,7 @@ from typing import Optional
 
 import httpx
 
-from jobs.client import error_message
+from jobs.client.http import error_message
 from jobs.config import JobConfig
 from jobs.errors import EndpointError
 

@@ -87,7 +87,7 @@ def judge_route(ray_session, bundled_model, serve_port):
 @pytest.fixture(scope="session")
 def llama_server(bundled_model):
     """llama-cpp-python's own OpenAI server on the bundled model (the article's setup)."""
-    from jobs.bench import llama_cpp_server
+    from jobs.commands.bench import llama_cpp_server
 
     with llama_cpp_server(bundled_model.path, 2048, "gemma-local", "--n_threads", "2", timeout_s=120) as (url, _):
         yield url

@@ -129,7 +129,7 @@ def test_flooding_the_route_gets_quick_429s_with_retry_after(fleet):
 
 def test_score_job_against_a_saturated_route_finishes_every_row(fleet, write_jsonl, tmp_path):
     from jobs.config import load_config
-    from jobs.score import run
+    from jobs.commands.score import run
 
     url, _ = fleet
     stop = threading.Event()
@@ -166,7 +166,7 @@ def test_score_job_against_a_saturated_route_finishes_every_row(fleet, write_jso
 
 def test_a_killed_replica_loses_no_request(fleet):
     """Kill the llama.cpp member's replica under load: every request still succeeds, via vLLM."""
-    from jobs.client import OpenAIClient
+    from jobs.client.http import OpenAIClient
 
     url, cluster = fleet
     ray = cluster.ray

@@ -12,8 +12,8 @@ import pytest
 
 from jobs.config import load_config
 from jobs.errors import ConfigError
-from jobs.resume import JudgeChangedError
-from jobs.score import run
+from jobs.data.resume import JudgeChangedError
+from jobs.commands.score import run
 from tests.conftest import QUICKSTART
 
 pytestmark = pytest.mark.integration

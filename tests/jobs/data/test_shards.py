@@ -6,8 +6,8 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.resume import scan
-from jobs.shards import ShardWriter
+from jobs.data.resume import scan
+from jobs.data.shards import ShardWriter
 
 
 def batch(start, n):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import load_config
-from jobs.score import run
+from jobs.commands.score import run
 from tests.conftest import QUICKSTART, REPO, VICUNA
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from jobs.config import JobConfig, to_dict
-from jobs.shards import manifest_path
+from jobs.data.shards import manifest_path
 from serve.model_files import sha256_of
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.datasource import READ_ERROR, ROW_ID, ROW_INDEX, RowStream, check_readable, count_rows, resolve_paths
+from jobs.data.datasource import READ_ERROR, ROW_ID, ROW_INDEX, RowStream, check_readable, count_rows, resolve_paths
 from jobs.errors import DatasetError
 
 

@@ -1,6 +1,6 @@
 """Judging with the engine in this process: no Ray, no HTTP - the ceiling the route is held to.
 
-`InProcessClient` has the `post`/`get` of `jobs.client.OpenAIClient`, but hands each body
+`InProcessClient` has the `post`/`get` of `jobs.client.http.OpenAIClient`, but hands each body
 straight to a `serve.model_server.ModelServer` living in this process, so `RowJudge` runs the very
 same protocol (feedback, constrained score token) against the very same engine, minus the route.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Tuple
 
-from jobs.client import ApiError, PrioritySlots
+from jobs.client.http import ApiError, PrioritySlots
 
 
 class InProcessClient:

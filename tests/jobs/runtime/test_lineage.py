@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import load_config
-from jobs.score import run
+from jobs.commands.score import run
 from tests.conftest import QUICKSTART, QUICKSTART_DATA
 from tests.wandb_records import offline_run_file, read_records
 

@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Optional
 import pyarrow as pa
 
 from jobs.config import DatasetConfig
-from jobs.datasource import READ_ERROR, ROW_ID, ROW_INDEX
-from jobs.judging import JudgeSettings, RowJudge, RowVerdict
-from jobs.prompts import PromptError, render_absolute, render_relative
+from jobs.data.datasource import READ_ERROR, ROW_ID, ROW_INDEX
+from jobs.judge.row_judge import JudgeSettings, RowJudge, RowVerdict
+from jobs.judge.prompts import PromptError, render_absolute, render_relative
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class JudgeActor:
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         if self._judge is None:  # created on the actor's event loop, on first use
-            from jobs.client import OpenAIClient
+            from jobs.client.http import OpenAIClient
 
             self._loop = asyncio.get_running_loop()
 
@@ -191,7 +191,7 @@ def aggregate(scores: List[Any], mode: str):
 
 
 def _refused(reason: str, n: int) -> RowVerdict:
-    from jobs.judging import SampleVerdict
+    from jobs.judge.row_judge import SampleVerdict
 
     return RowVerdict(samples=[SampleVerdict() for _ in range(n)], errors=[reason])
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from jobs.client import OpenAIClient
-from jobs.judging import JudgeSettings, RowJudge, expected_value, sample_seed, score_distribution
+from jobs.client.http import OpenAIClient
+from jobs.judge.row_judge import JudgeSettings, RowJudge, expected_value, sample_seed, score_distribution
 
 
 def judge_one(stub, prompt="###Feedback: ", row_id="r1", **settings):

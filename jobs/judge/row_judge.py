@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
-from jobs.client import ApiError, OpenAIClient
-from jobs.verdict import ABSOLUTE_CHOICES, RELATIVE_CHOICES, RESULT_MARKER, parse_verdict
+from jobs.client.http import ApiError, OpenAIClient
+from jobs.judge.verdict import ABSOLUTE_CHOICES, RELATIVE_CHOICES, RESULT_MARKER, parse_verdict
 
 Score = Union[int, str, None]
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from jobs import endpoint as ep
-from jobs import resume
+from jobs.data import resume
 from jobs.config import JobConfig, to_dict
-from jobs.datasource import RowStream, check_readable, count_rows, make_datasource, resolve_paths
+from jobs.data.datasource import RowStream, check_readable, count_rows, make_datasource, resolve_paths
 from jobs.errors import DatasetError
-from jobs.judging import JudgeSettings
-from jobs.lineage import Lineage, logged_config
-from jobs.pipeline import RESULT_COLUMNS, build_dataset, prompt_columns
-from jobs.prompts import system_prompt
-from jobs.shards import ShardWriter, prepare_output_dir, write_json
-from jobs.summary import SummaryBuilder, print_summary
+from jobs.judge.row_judge import JudgeSettings
+from jobs.runtime.lineage import Lineage, logged_config
+from jobs.runtime.pipeline import RESULT_COLUMNS, build_dataset, prompt_columns
+from jobs.judge.prompts import system_prompt
+from jobs.data.shards import ShardWriter, prepare_output_dir, write_json
+from jobs.data.summary import SummaryBuilder, print_summary
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.config import JobConfig, to_dict
-from jobs.datasource import ROW_ID
+from jobs.data.datasource import ROW_ID
 from jobs.errors import ConfigError, JudgefleetError
-from jobs.shards import manifest_path, write_json, write_shard
+from jobs.data.shards import manifest_path, write_json, write_shard
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.datasource import ROW_ID
+from jobs.data.datasource import ROW_ID
 from jobs.errors import OutputError
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from jobs.prompts import (
+from jobs.judge.prompts import (
     ABSOLUTE_PROMPT,
     RELATIVE_PROMPT,
     RELATIVE_PROMPT_WO_REF,

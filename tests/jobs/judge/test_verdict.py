@@ -3,7 +3,7 @@ import string
 
 import pytest
 
-from jobs.verdict import (
+from jobs.judge.verdict import (
     ABSOLUTE_CHOICES,
     RELATIVE_CHOICES,
     RESULT_MARKER,

@@ -31,16 +31,16 @@ from typing import Dict, Iterator, List, Tuple
 import httpx
 
 from jobs.config import JobConfig
-from jobs.datasource import RowStream, check_readable, resolve_paths
+from jobs.data.datasource import RowStream, check_readable, resolve_paths
 from jobs.errors import ConfigError
-from jobs.judging import JudgeSettings, RowJudge, sample_seed
-from jobs.lineage import Lineage
-from jobs.memory import PeakMemory
-from jobs.pipeline import PROMPT, RESULT_COLUMNS, prompt_columns
-from jobs.prompts import system_prompt
-from jobs.score import check_columns
-from jobs.shards import prepare_output_dir, write_json
-from jobs.verdict import parse_verdict
+from jobs.judge.row_judge import JudgeSettings, RowJudge, sample_seed
+from jobs.runtime.lineage import Lineage
+from jobs.runtime.memory import PeakMemory
+from jobs.runtime.pipeline import PROMPT, RESULT_COLUMNS, prompt_columns
+from jobs.judge.prompts import system_prompt
+from jobs.commands.score import check_columns
+from jobs.data.shards import prepare_output_dir, write_json
+from jobs.judge.verdict import parse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
 
 
 def _engine(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
-    from jobs.inprocess import InProcessClient
+    from jobs.client.inprocess import InProcessClient
 
     async def go():
         started = time.perf_counter()
@@ -140,7 +140,7 @@ def _engine(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) 
 def _judgefleet(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
     from rich.console import Console
 
-    from jobs.score import run as score
+    from jobs.commands.score import run as score
 
     job = copy.deepcopy(cfg)
     job.output.dir = str(out_dir / "judgefleet-scores")

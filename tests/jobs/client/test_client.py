@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from jobs.client import ApiError, OpenAIClient, retry_after_s
+from jobs.client.http import ApiError, OpenAIClient, retry_after_s
 from tests.conftest import free_port
 
 

@@ -1,0 +1,1 @@
+"""One module per `judgefleet` verb (score, serve, bench), each with a `run(config)`."""

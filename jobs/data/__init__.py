@@ -1,0 +1,1 @@
+"""Datasets in, output directories out: reading rows, scored shards, resuming, the summary."""
