@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-from ray import serve
 
 from benchmarks.common import REPO, machine_description, stub_judge, write_report
 
@@ -68,7 +67,7 @@ def run(seconds: float, out_dir: Path) -> dict:
     import ray
 
     from jobs.config import load_config
-    from jobs.endpoint import deploy_route
+    from serve.endpoint import JudgeEndpoint
 
     with stub_judge() as stub_url:
         ray.init(address="local", num_cpus=8, include_dashboard=False, logging_level=logging.WARNING)
@@ -80,8 +79,9 @@ def run(seconds: float, out_dir: Path) -> dict:
                 f"serve.models.0.model={stub_url}", "serve.models.0.engine_kwargs={model: stub-judge}",
                 "serve.models.0.max_ongoing_requests=512",
             ])
-            results[f"route ({front} front)"] = _load(deploy_route(cfg).url, seconds)
-            serve.shutdown()
+            # Each front deploys, is measured and is torn down (Serve too: its HTTP options are per cluster).
+            with JudgeEndpoint(cfg.serve, cfg.judge.model) as endpoint:
+                results[f"route ({front} front)"] = _load(endpoint.url, seconds)
         ray.shutdown()
     base = results["backend"]["sequential"]
     fronts = {}

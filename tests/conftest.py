@@ -74,22 +74,22 @@ def serve_port() -> int:
 def judge_route(ray_session, bundled_model, serve_port):
     """The real route with the real bundled judge, deployed once: (url, JobConfig)."""
     from jobs.config import load_config
-    from jobs.endpoint import deploy_route, remove_route
+    from serve.endpoint import JudgeEndpoint
 
     # Serve's own HTTP proxy in front (the `serve run` / RayService path); the fleet tests use the direct front.
     cfg = load_config(QUICKSTART, [f"serve.port={serve_port}", "serve.front=proxy", "serve.models.0.context_length=2048",
                                    "serve.models.0.parallel=4"])
-    endpoint = deploy_route(cfg)
-    yield endpoint.url, cfg
-    remove_route()
+    with JudgeEndpoint(cfg.serve, cfg.judge.model) as endpoint:
+        yield endpoint.url, cfg
 
 
 @pytest.fixture(scope="session")
 def llama_server(bundled_model):
     """llama-cpp-python's own OpenAI server on the bundled model (the article's setup)."""
-    from jobs.commands.bench import llama_cpp_server
+    from serve.config import BUNDLED_MODEL
+    from serve.endpoint import llama_cpp_python_server
 
-    with llama_cpp_server(bundled_model.path, 2048, "gemma-local", "--n_threads", "2", timeout_s=120) as (url, _):
+    with llama_cpp_python_server(BUNDLED_MODEL, 2048, "gemma-local", "--n_threads", "2", timeout_s=120) as (url, _):
         yield url
 
 

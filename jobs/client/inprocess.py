@@ -1,16 +1,16 @@
 """Judging with the engine in this process: no Ray, no HTTP - the ceiling the route is held to.
 
 `InProcessClient` has the `post`/`get` of `jobs.client.http.OpenAIClient`, but hands each body
-straight to a `serve.model_server.ModelServer` living in this process, so `RowJudge` runs the very
-same protocol (feedback, constrained score token) against the very same engine, minus the route.
+straight to a model replica living in this process (`serve.endpoint.start_in_process`), so
+`RowJudge` runs the very same protocol (feedback, constrained score token) against the very same
+engine, minus the route.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Tuple
 
-from jobs.client.http import ApiError, PrioritySlots
+from jobs.client.http import ApiError, PrioritySlots, status_reason
 
 
 class InProcessClient:
@@ -20,9 +20,9 @@ class InProcessClient:
 
     @classmethod
     async def start(cls, model_config, max_in_flight: int = 64) -> "InProcessClient":
-        from serve.model_server import ModelServer
+        from serve.endpoint import start_in_process
 
-        return cls(await ModelServer.create(asdict(model_config), "in-process"), max_in_flight)
+        return cls(await start_in_process(model_config), max_in_flight)
 
     async def post(self, path: str, body: dict, priority: float = 0.0, headers=None) -> Tuple[dict, dict]:
         method = {"completions": "completions", "chat/completions": "chat", "/tokenize": "tokenize"}[path]
@@ -32,7 +32,8 @@ class InProcessClient:
         finally:
             self._slots.release()
         if reply["status"] != 200:
-            raise ApiError(f"HTTP {reply['status']}: {reply['body']['error']['message']}", reply["status"])
+            raise ApiError(f"HTTP {reply['status']}: {reply['body']['error']['message']}", reply["status"],
+                           reason=status_reason(reply["status"]))
         return reply["body"], {}
 
     async def get(self, path: str) -> Tuple[dict, dict]:

@@ -14,33 +14,26 @@ memory of its process tree. Writes bench.json and bench.md under output.dir/benc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import functools
 import logging
 import os
 import platform
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
-import httpx
-
+from jobs.commands.common import check_columns, row_stream
 from jobs.config import JobConfig
-from jobs.data.datasource import RowStream, check_readable, resolve_paths
+from jobs.data.datasource import check_readable, resolve_paths
+from jobs.data.shards import prepare_output_dir, write_json
 from jobs.errors import ConfigError
 from jobs.judge.row_judge import JudgeSettings, RowJudge, sample_seed
+from jobs.judge.verdict import parse_verdict
 from jobs.runtime.lineage import Lineage
 from jobs.runtime.memory import PeakMemory
-from jobs.runtime.pipeline import PROMPT, RESULT_COLUMNS, prompt_columns
-from jobs.judge.prompts import system_prompt
-from jobs.commands.score import check_columns
-from jobs.data.shards import prepare_output_dir, write_json
-from jobs.judge.verdict import parse_verdict
+from jobs.runtime.pipeline import PROMPT
+from serve.endpoint import llama_cpp_python_server
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +75,15 @@ def run(cfg: JobConfig, console=None) -> dict:
 def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
     import openai
 
-    from serve.model_files import resolve_model_file
-
     s = cfg.sampling
-    model_file = resolve_model_file(member.model)
+    settings = JudgeSettings.from_config(cfg, member.context_length, route=False)
     # The server as its users run it: its defaults, the judge's context. (Its default logits_all
     # keeps n_ctx x vocabulary logits; bench.article_logits_all=false measures it without.)
     options = ["--logits_all", str(cfg.bench.article_logits_all)]
     if member.threads:
         options += ["--n_threads", str(member.threads)]
     started = time.perf_counter()
-    with llama_cpp_server(model_file.path, member.context_length, cfg.judge.model, *options) as (url, server):
+    with llama_cpp_python_server(member.model, member.context_length, cfg.judge.model, *options) as (url, server):
         startup = time.perf_counter() - started
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=2, timeout=cfg.judge.timeout_s)
         scored = answered = prompt_tokens = completion_tokens = 0
@@ -102,7 +93,7 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
                 seed = sample_seed(s.seed, row_id)
                 for i in range(s.num_samples):  # one request per sample, one at a time
                     answer = client.completions.create(
-                        model=cfg.judge.model, prompt=_format(cfg, prompt), max_tokens=s.max_tokens,
+                        model=cfg.judge.model, prompt=settings.format_prompt(prompt), max_tokens=s.max_tokens,
                         temperature=s.temperature, top_p=s.top_p, seed=None if seed is None else seed + i,
                     )
                     answered += 1
@@ -122,7 +113,7 @@ def _engine(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) 
         started = time.perf_counter()
         client = await InProcessClient.start(member, max_in_flight=cfg.judge.max_in_flight)
         startup = time.perf_counter() - started
-        judge = RowJudge(client, _settings(cfg, client.server.config.context_length))
+        judge = RowJudge(client, JudgeSettings.from_config(cfg, client.server.config.context_length, route=True))
         with PeakMemory() as peak:
             t0 = time.perf_counter()
             verdicts = await asyncio.gather(*(judge.judge(prompt, row_id) for row_id, prompt in rows))
@@ -159,9 +150,7 @@ def _rows(cfg: JobConfig) -> List[Tuple[str, str]]:
     """(row_id, prompt) of every judgeable row, rendered as `judgefleet score` renders them."""
     files = resolve_paths(cfg.dataset.path, cfg.dataset.format)
     check_columns(check_readable(files, cfg.dataset.format), cfg)
-    stream = RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
-                       annotate=functools.partial(prompt_columns, dataset=cfg.dataset, mode=cfg.judge.mode))
-    rows = [(r["row_id"], r[PROMPT]) for t in stream.tables() for r in t.to_pylist() if r[PROMPT]]
+    rows = [(r["row_id"], r[PROMPT]) for t in row_stream(cfg, files).tables() for r in t.to_pylist() if r[PROMPT]]
     if not rows:
         raise ConfigError("bench: the dataset has no row that can be judged")
     return rows
@@ -175,22 +164,6 @@ def _llama_member(cfg: JobConfig):
         f"bench: judge.model '{cfg.judge.model}' needs a llama.cpp member under serve.models: the three methods "
         "run the same GGUF file (llama-cpp-python's server, the engine, the route)"
     )
-
-
-def _settings(cfg: JobConfig, max_model_len: int) -> JudgeSettings:
-    j, s = cfg.judge, cfg.sampling
-    return JudgeSettings(
-        model=j.model, mode=j.mode, api=j.api, num_samples=s.num_samples, max_tokens=s.max_tokens,
-        temperature=s.temperature, top_p=s.top_p, seed=s.seed, top_logprobs=s.top_logprobs, strict=j.strict,
-        system_prompt=j.system_prompt if j.system_prompt is not None else system_prompt(j.mode),
-        prompt_format=j.prompt_format, max_model_len=max_model_len,
-    )
-
-
-def _format(cfg: JobConfig, prompt: str) -> str:
-    j = cfg.judge
-    system = j.system_prompt if j.system_prompt is not None else system_prompt(j.mode)
-    return j.prompt_format.format(system=system, prompt=prompt)
 
 
 def _unanswered(summary: dict) -> int:
@@ -288,44 +261,3 @@ def markdown(r: dict) -> str:
 
 def machine_description() -> str:
     return f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def llama_cpp_server(model_path, n_ctx: int, alias: str, *options: str,
-                     timeout_s: float = 300) -> Iterator[Tuple[str, subprocess.Popen]]:
-    """llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`) on loopback, until the
-    block ends: its base URL and process."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias, *options]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        _wait(url + "/models", server, timeout_s)
-        yield url, server
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}; is llama-cpp-python[server] installed?")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"llama_cpp.server did not answer at {url}")

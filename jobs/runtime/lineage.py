@@ -20,6 +20,7 @@ Tracking never decides whether a job succeeds: if W&B fails, the job warns and g
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -28,12 +29,20 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 
 from jobs.config import JobConfig, to_dict
 from jobs.data.shards import manifest_path
-from serve.model_files import sha256_of
 
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 50
 _SECRETS = (("judge", "api_key"), ("serve", "api_key"))
+
+
+def sha256_of(path: Path) -> str:
+    """A dataset file's sha256, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def artifact_name(kind: str, text: str) -> str:

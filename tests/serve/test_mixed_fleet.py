@@ -23,7 +23,7 @@ MODEL = "judge-pool"
 @pytest.fixture(scope="module")
 def fleet(ray_session, bundled_model):
     from jobs.config import load_config
-    from jobs.endpoint import deploy_route, remove_route
+    from serve.endpoint import JudgeEndpoint
 
     member = "serve.models.{}.{}={}".format
     cfg = load_config(QUICKSTART, [
@@ -37,9 +37,8 @@ def fleet(ray_session, bundled_model):
         member(1, "engine_kwargs", "{dtype: bfloat16}"), member(1, "env", "{VLLM_CPU_KVCACHE_SPACE: '1'}"),
         member(1, "max_ongoing_requests", 4), member(1, "max_queued_requests", 4),
     ])
-    endpoint = deploy_route(cfg, app_name=APP, route_prefix="/fleet")
-    yield endpoint.url, ray_session
-    remove_route(APP)
+    with JudgeEndpoint(cfg.serve, MODEL, app_name=APP, route_prefix="/fleet") as endpoint:
+        yield endpoint.url, ray_session
 
 
 def client(url, key=KEY):

@@ -1,0 +1,53 @@
+"""What several commands build alike from one JobConfig: the judge endpoint's owner, the row
+stream of the dataset, and the check that its columns are there."""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterable, Optional
+
+from jobs.config import JobConfig
+from jobs.data.datasource import RowStream
+from jobs.errors import DatasetError
+from jobs.runtime.pipeline import RESULT_COLUMNS, prompt_columns
+from serve.endpoint import JudgeEndpoint
+
+
+def judge_endpoint(cfg: JobConfig, deploy: bool = False) -> JudgeEndpoint:
+    """The owner of the job's judge endpoint: `judge.url` when given (and not `deploy`), else the
+    route under `serve`."""
+    url = None if deploy else cfg.judge.url
+    return JudgeEndpoint(cfg.serve, cfg.judge.model, url=url, api_key_setting=cfg.judge.api_key,
+                         ray_address=cfg.ray.address, ray_num_cpus=cfg.ray.num_cpus)
+
+
+def row_stream(cfg: JobConfig, files, skip: Iterable[str] = (), prompts: bool = True) -> RowStream:
+    """The dataset's rows with their ids (less `skip`), and their judge prompts when `prompts`."""
+    annotate = functools.partial(prompt_columns, dataset=cfg.dataset, mode=cfg.judge.mode) if prompts else None
+    return RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
+                     annotate=annotate, skip=frozenset(skip))
+
+
+def check_columns(first: Optional[dict], cfg: JobConfig) -> None:
+    """The first record has the columns the config names (a typo fails here, not per row)."""
+    if not first:
+        return
+    d = cfg.dataset
+    if d.prompt_field:
+        needed = [d.prompt_field]
+    elif cfg.judge.mode == "absolute":
+        needed = [d.instruction_field, d.response_field]
+    else:
+        needed = [d.instruction_field, d.response_a_field, d.response_b_field]
+    if not d.prompt_field and d.rubric is None and d.rubric_field:
+        needed.append(d.rubric_field)
+    if d.id_field:
+        needed.append(d.id_field)
+    missing = [c for c in needed if c not in first]
+    if missing:
+        cols = ", ".join(first)
+        hint = "dataset.prompt_field" if d.prompt_field else "the dataset.*_field settings"
+        raise DatasetError(
+            f"dataset has no column {', '.join(repr(m) for m in missing)} (its columns: {cols}); fix {hint}"
+            + ("" if d.prompt_field or d.rubric is not None else ", or give one rubric for all rows with dataset.rubric")
+        )
