@@ -1,7 +1,14 @@
-"""Errors the route answers, in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+"""Errors of the route: the ones it answers, and the ones a pool member raises to the router.
 
-`OpenAIError` is raised inside a model replica and re-raised by Ray in the ingress, which turns
-it into a JSON response with the right status. Its fields travel in `args` so it pickles.
+    Exception
+     +-- OpenAIError   a client's mistake (or the route's), answered in OpenAI's shape:
+     |                 {"error": {"message", "type", "param", "code"}}
+     +-- MemberError   a pool member could not take a request; the router tries another member
+          +-- MemberFull   its bounded queue is full (it is fine: just not now)
+          +-- MemberGone   its replica died or its server is unreachable (mark it down)
+
+`OpenAIError` is raised inside a model replica, which answers it as a reply with the right
+status. Its fields travel in `args` so it pickles.
 """
 
 from __future__ import annotations
@@ -41,3 +48,15 @@ class OpenAIError(Exception):
 def error_body(status: int, message: str, param: Optional[str] = None, code: Optional[str] = None) -> dict:
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class MemberError(Exception):
+    """A pool member could not take a request; another member may."""
+
+
+class MemberFull(MemberError):
+    """The member's bounded queue is full: skip it for this request."""
+
+
+class MemberGone(MemberError):
+    """The member's replica died under the request or its server did not answer: mark it down."""

@@ -1,31 +1,37 @@
 """One model replica: an engine behind the OpenAI request/response handling.
 
-The engine class is injected (`engine_cls`), so tests and other engines reuse the same replica.
-Every response carries a `judgefleet` field naming the backend, replica, node and model file that
-answered, so a scored row can say exactly which weights judged it.
+The engine class is injected (`engine_cls`; by default the one `serve.members` registers for the
+model's engine), so tests and other engines reuse the same replica; it uses the engine only
+through `serve.engines.base.Engine`. Every response carries the `serve.wire.Lineage` of the
+backend, replica, node and model file that answered, so a scored row can say exactly which
+weights judged it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
+from dataclasses import asdict, replace
 from typing import Optional
 
 from serve import openai as oa
+from serve import wire
 from serve.config import ModelConfig
-from serve.engines.base import GenerationRequest, PromptTooLong
+from serve.engines.base import Engine, GenerationRequest, PromptTooLong
 from serve.errors import OpenAIError
+from serve.members import MemberSpec, actor_options, deployment_options, engine_class
 
 log = logging.getLogger(__name__)
 
-_ENGINES = {"llama.cpp": "serve.engines.llamacpp:LlamaCppEngine"}
 
+def build_member(m: ModelConfig, spec: MemberSpec) -> MemberSpec:
+    """The engine registry's builder for engines hosted here: one Serve deployment of replicas."""
+    from ray import serve
 
-def engine_class(engine: str):
-    """Import an engine only when a model uses it (each engine is a heavy optional install)."""
-    module, name = _ENGINES[engine].split(":")
-    return getattr(importlib.import_module(module), name)
+    app = serve.deployment(ModelServer).options(
+        ray_actor_options=actor_options(m), **deployment_options(m, spec.deployment)
+    ).bind(asdict(m), spec.name)
+    return replace(spec, app=app)
 
 
 class ModelServer:
@@ -47,31 +53,19 @@ class ModelServer:
         fields = {k: v for k, v in model_config.items() if k != "autoscaling"}
         self.config = ModelConfig(**fields)
         self.member = member
-        self.engine = (engine_cls or engine_class(self.config.engine))(self.config)
+        self.engine: Engine = (engine_cls or engine_class(self.config.engine))(self.config)
 
     async def _start(self) -> None:
-        member = self.member
         info = await self.engine.start()
-        self.lineage = {
-            "backend": info.backend,
-            "model": self.config.id,
-            "member": member,
-            "model_file": info.model_file,
-            "model_sha256": info.model_sha256,
-            "replica": replica_id(),
-            "node": node_id(),
-        }
+        self.lineage = wire.Lineage(
+            backend=info.backend, model=self.config.id, member=self.member, model_file=info.model_file,
+            model_sha256=info.model_sha256, replica=replica_id(), node=node_id(),
+        )
         self._chat_template = _compile_template(info.chat_template) if info.chat_template else None
 
     def card(self) -> dict:
-        """The /v1/models entry for this model (vLLM's field name for the context length)."""
-        return {
-            "id": self.config.id,
-            "object": "model",
-            "owned_by": "judgefleet",
-            "max_model_len": self.config.context_length,
-            "judgefleet": dict(self.lineage, engine=self.config.engine),
-        }
+        """The /v1/models entry for this model."""
+        return wire.model_card(self.config.id, self.config.context_length, self.lineage, self.config.engine)
 
     # Public methods answer {"status", "body"}: a client's mistake is a reply, not an exception
     # (Serve would log an exception with a traceback for every bad request).
@@ -97,7 +91,7 @@ class ModelServer:
         if self._chat_template is None:
             raise OpenAIError(
                 400,
-                f"model '{self.config.id}' has no chat template ({self.lineage['model_file']} is a base "
+                f"model '{self.config.id}' has no chat template ({self.lineage.model_file} is a base "
                 "model); use /v1/completions with a formatted prompt",
                 "messages",
             )
@@ -113,10 +107,10 @@ class ModelServer:
         return {"count": len(tokens), "max_model_len": self.config.context_length, "tokens": tokens}
 
     def stats(self) -> dict:
-        return dict(self.engine.stats(), replica=self.lineage["replica"])
+        return dict(self.engine.stats(), replica=self.lineage.replica)
 
     async def check_health(self) -> None:
-        if getattr(self.engine, "_scheduler", True) is None:
+        if not self.engine.healthy():
             raise RuntimeError("engine is not running")
 
     async def __del__(self):

@@ -3,7 +3,8 @@
 Unknown request fields are ignored (as OpenAI and vLLM do), but every field we read is typed and
 bounded, so a bad value is a 400 that names the field, never a 500 or a stuck replica.
 Extensions beyond OpenAI follow vLLM: `top_k`, and `structured_outputs: {"choice": [...]}`
-(or the older `guided_choice`) to constrain the answer to one of a few strings.
+(or the older `guided_choice`) to constrain the answer to one of a few strings. Answers carry
+the replica's lineage (`serve.wire`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from serve import wire
 from serve.engines.base import GenerationResult, SamplingParams
 from serve.errors import OpenAIError
 
@@ -147,7 +149,7 @@ def usage(results: List[GenerationResult]) -> dict:
     }
 
 
-def completion_body(model: str, results: List[GenerationResult], lineage: dict) -> dict:
+def completion_body(model: str, results: List[GenerationResult], lineage: wire.Lineage) -> dict:
     choices = []
     for result in results:
         for sample in result.samples:
@@ -167,18 +169,18 @@ def completion_body(model: str, results: List[GenerationResult], lineage: dict) 
             choices.append(
                 {"index": len(choices), "text": sample.text, "finish_reason": sample.finish_reason, "logprobs": logprobs}
             )
-    return {
+    body = {
         "id": f"cmpl-{uuid.uuid4().hex}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "choices": choices,
         "usage": usage(results),
-        "judgefleet": lineage,
     }
+    return wire.with_lineage(body, lineage)
 
 
-def chat_body(model: str, result: GenerationResult, lineage: dict) -> dict:
+def chat_body(model: str, result: GenerationResult, lineage: wire.Lineage) -> dict:
     choices = []
     for i, sample in enumerate(result.samples):
         logprobs = None
@@ -205,12 +207,12 @@ def chat_body(model: str, result: GenerationResult, lineage: dict) -> dict:
                 "logprobs": logprobs,
             }
         )
-    return {
+    body = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": choices,
         "usage": usage([result]),
-        "judgefleet": lineage,
     }
+    return wire.with_lineage(body, lineage)

@@ -6,22 +6,40 @@ never to a member that is down. A member is down while it has no running replica
 controller reports it) or for a moment after one of its replicas died under a request. When
 every member is full or down, the caller is told to come back later instead of queueing.
 
-Pure Python, no Ray: the ingress feeds it facts (requests out, replica counts, failures).
+Pure Python, no Ray: the ingress feeds it facts (requests out, replica counts, failures), and
+reaches every member, whatever its engine, through one `MemberClient`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, List, Optional, Protocol
+
+from serve.wire import MemberState
+
+
+class MemberClient(Protocol):
+    """How the router talks to a member: a Serve deployment (`serve.members.DeploymentMember`) or
+    an external OpenAI server (`serve.upstream.Upstream`)."""
+
+    async def call(self, method: str, body: dict) -> dict:
+        """Answer `method` ("completions", "chat", "tokenize") with {"status", "body"}; raise
+        `serve.errors.MemberFull` or `MemberGone` when the member cannot take the request."""
+
+    async def card(self) -> dict:
+        """The member's /v1/models entry (`serve.wire.model_card`)."""
+
+    async def stats(self) -> Optional[dict]:
+        """Engine statistics from one of its replicas; None when it has none."""
 
 
 @dataclass(eq=False)
 class Member:
     name: str
     engine: str
-    handle: Any
-    deployment: str
+    client: MemberClient
+    deployment: Optional[str]  # its Serve deployment; None for an external server
     max_ongoing: int
     max_queued: int
     context_length: int = 0
@@ -75,13 +93,11 @@ class Pool:
             member.down_until = 0.0
         member.replicas = running
 
-    def snapshot(self) -> List[Dict[str, Any]]:
+    def snapshot(self) -> List[MemberState]:
         now = self.clock()
         return [
-            {
-                "name": m.name, "engine": m.engine, "replicas": m.replicas, "capacity": m.capacity,
-                "outstanding": m.outstanding, "down": m.is_down(now), "served": m.served, "failed": m.failed,
-            }
+            MemberState(name=m.name, engine=m.engine, replicas=m.replicas, capacity=m.capacity,
+                        outstanding=m.outstanding, down=m.is_down(now), served=m.served, failed=m.failed)
             for m in self.members
         ]
 

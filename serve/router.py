@@ -1,14 +1,15 @@
-"""The route's logic, free of any web framework: (method, path, headers, body) -> Reply.
+"""The route's logic, free of any web framework and of Ray: (method, path, headers, body) -> Reply.
 
 It checks the API key, validates the body (bad types and bounds are a 400 here, whichever engine
 would have answered), picks the pool member with the most spare capacity, and forwards the body.
 A member whose replica dies under the request is marked down and the request goes to the next
 member, so no request is lost to a dying replica. When every member is at its bounds the answer
 is a quick 429 with Retry-After (503 when none is up): callers slow down instead of piling up.
-Lineage also goes into `x-judgefleet-*` headers for clients that drop extra fields.
+Lineage also goes into response headers for clients that drop extra fields (`serve.wire`).
 
-The ingress deployment serves it behind Ray Serve's HTTP proxy and, optionally, on a listener of
-its own (serve.front=direct), which skips the proxy hop.
+Members are reached through `serve.pool.MemberClient`, whatever their engine, so this module is
+tested with fake members. The ingress deployment serves it behind Ray Serve's HTTP proxy and,
+optionally, on a listener of its own (serve.front=direct), which skips the proxy hop.
 """
 
 from __future__ import annotations
@@ -18,26 +19,18 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from serve import openai as oa
-from serve.errors import OpenAIError, error_body
+from serve import wire
+from serve.errors import MemberFull, MemberGone, OpenAIError, error_body
 from serve.pool import Member, Pool
-from serve.upstream import Upstream, UpstreamUnreachable
 
 log = logging.getLogger(__name__)
 
-_LINEAGE_HEADERS = {
-    "backend": "x-judgefleet-backend",
-    "member": "x-judgefleet-member",
-    "replica": "x-judgefleet-replica",
-    "model_file": "x-judgefleet-model-file",
-    "model_sha256": "x-judgefleet-model-sha256",
-    "node": "x-judgefleet-node",
-}
-_POSTS = {"/v1/completions": "completions", "/v1/chat/completions": "chat", "/tokenize": "tokenize"}
 _VALIDATORS = {"completions": oa.CompletionRequest, "chat": oa.ChatRequest, "tokenize": oa.TokenizeRequest}
-REFRESH_S = 1.0
+_MODEL_PREFIX = wire.MODELS_PATH + "/"
+_OPENAI_API = ", ".join([wire.MODELS_PATH] + [p for p in wire.POST_METHODS if p.startswith("/v1/")])
 
 
 @dataclass
@@ -54,40 +47,31 @@ def _error(status: int, message: str, param=None, code=None, headers=None) -> Re
     return Reply(status, error_body(status, message, param, code), headers or {})
 
 
-def _member(model_id: str, spec: dict) -> Member:
-    spec = dict(spec)
-    upstream = spec.pop("upstream", None)
-    if upstream:
-        spec["handle"] = Upstream(upstream["url"], model_id, spec["name"], upstream.get("upstream_model"),
-                                  upstream.get("api_key_env"), max_connections=spec["max_ongoing"] + spec["max_queued"])
-    return Member(**spec)
-
-
 class Router:
-    def __init__(self, pools: Dict[str, List[dict]], api_key: Optional[str], retry_after_s: int, app_name: str):
-        self.pools = {model_id: Pool(model_id, [_member(model_id, s) for s in specs]) for model_id, specs in pools.items()}
+    def __init__(self, pools: Mapping[str, Sequence[Member]], api_key: Optional[str], retry_after_s: int):
+        self.pools = {model_id: Pool(model_id, list(members)) for model_id, members in pools.items()}
         self._api_key = api_key
         self._retry_after = str(retry_after_s)
-        self._app_name = app_name
         self._cards: Dict[str, dict] = {}
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         path = "/" + path.strip("/") if path != "/" else path
-        if path == "/health":
-            return Reply(200, {"status": "ok", "models": sorted(self.pools)})
+        if path == wire.HEALTH_PATH:
+            return Reply(200, wire.health_json(list(self.pools)))
         denied = self._check_key(headers)
         if denied is not None:
             return denied
-        if method == "POST" and path in _POSTS:
-            return await self._forward(_POSTS[path], headers, body)
-        if method == "GET" and path == "/v1/models":
+        if method == "POST" and path in wire.POST_METHODS:
+            return await self._forward(wire.POST_METHODS[path], headers, body)
+        if method == "GET" and path == wire.MODELS_PATH:
             return Reply(200, {"object": "list", "data": [await self._card(m) for m in sorted(self.pools)]})
-        if method == "GET" and path.startswith("/v1/models/"):
-            model_id = path[len("/v1/models/"):]
+        if method == "GET" and path.startswith(_MODEL_PREFIX):
+            model_id = path[len(_MODEL_PREFIX):]
             return Reply(200, await self._card(model_id)) if model_id in self.pools else self._unknown_model(model_id)
-        if method == "GET" and path == "/pools":
-            return Reply(200, {model_id: await self._snapshot(pool) for model_id, pool in self.pools.items()})
-        return _error(404, f"no route {method} {path}; the API is /v1/models, /v1/completions, /v1/chat/completions")
+        if method == "GET" and path == wire.POOLS_PATH:
+            states = {model_id: await self._states(pool) for model_id, pool in self.pools.items()}
+            return Reply(200, wire.pools_json(states))
+        return _error(404, f"no route {method} {path}; the API is {_OPENAI_API}")
 
     async def _forward(self, method: str, headers: Mapping[str, str], raw: bytes) -> Reply:
         try:
@@ -98,7 +82,7 @@ class Router:
             return _error(400, "the request body must be a JSON object")
         model_id = body.get("model")
         if not isinstance(model_id, str) or not model_id:
-            return _error(400, "model: required (a model id from GET /v1/models)", "model")
+            return _error(400, f"model: required (a model id from GET {wire.MODELS_PATH})", "model")
         pool = self.pools.get(model_id)
         if pool is None:
             return self._unknown_model(model_id)
@@ -106,10 +90,9 @@ class Router:
             oa.parse(_VALIDATORS[method], body)
         except OpenAIError as e:
             return Reply(e.status, e.body())
-        pinned = headers.get("x-judgefleet-member")
         # A preferred member goes first when it has room (e.g. the one holding a row's feedback
         # in its cache); unlike a pinned one, others still take the request when it has none.
-        preferred = headers.get("x-judgefleet-prefer-member")
+        pinned, preferred = wire.requested_members(headers)
         tried: set = set()
         while True:
             candidates = [m for m in pool.candidates() if m not in tried and (not pinned or m.name == pinned)]
@@ -119,29 +102,20 @@ class Router:
             tried.add(member)
             member.outstanding += 1
             try:
-                if isinstance(member.handle, Upstream):
-                    reply = await member.handle.call(method, body)
-                else:
-                    reply = await getattr(member.handle, method).remote(body)
-            except UpstreamUnreachable as e:
-                log.warning("member %s of %s failed (%s); trying another", member.name, model_id, e)
+                reply = await member.client.call(method, body)
+            except MemberFull:
+                continue  # its queue is full: try the next member
+            except MemberGone as e:
+                log.warning("member %s of %s failed under a request (%s); trying another", member.name, model_id, e)
                 pool.mark_down(member)
                 continue
             except Exception as e:  # noqa: BLE001 - every failure becomes an OpenAI-shaped answer
-                kind = _classify(e)
-                if kind == "full":
-                    continue  # its queue is full: try the next member
-                if kind == "gone":
-                    log.warning("member %s of %s lost a replica under a request (%s); trying another",
-                                member.name, model_id, type(e).__name__)
-                    pool.mark_down(member)
-                    continue
                 log.exception("request to %s/%s failed", model_id, member.name)
                 return _error(500, f"internal error in '{model_id}' ({member.name}): {type(e).__name__}: {e}")
             finally:
                 member.outstanding -= 1
             member.served += 1
-            return _lineage_reply(reply)
+            return _answer(reply)
         if pinned and pool.member(pinned) is None:
             return _error(404, f"'{model_id}' has no member '{pinned}'", code="member_not_found")
         full = pool.state() == "full"
@@ -151,34 +125,16 @@ class Router:
             headers={"Retry-After": self._retry_after},
         )
 
-    async def refresh_forever(self) -> None:
-        """Keep each member's running replica count current, from Serve's controller."""
-        from ray import serve
-
-        while True:
-            try:
-                status = await asyncio.to_thread(serve.status)
-                deployments = status.applications[self._app_name].deployments
-                for pool in self.pools.values():
-                    for member in pool.members:
-                        info = deployments.get(member.deployment) if member.deployment else None
-                        if info is not None:
-                            states = {str(getattr(k, "value", k)): v for k, v in info.replica_states.items()}
-                            pool.set_replicas(member, states.get("RUNNING", 0))
-            except Exception:  # noqa: BLE001 - keep routing on the last known state
-                log.debug("could not refresh replica counts", exc_info=True)
-            await asyncio.sleep(REFRESH_S)
-
-    async def _snapshot(self, pool: Pool) -> list:
+    async def _states(self, pool: Pool) -> List[wire.MemberState]:
         """Each member's routing state, with engine statistics from one of its replicas."""
-        rows = pool.snapshot()
-        for row, member in zip(rows, pool.members):
-            if member.deployment and not row["down"]:
+        states = pool.snapshot()
+        for state, member in zip(states, pool.members):
+            if not state.down:
                 try:
-                    row["engine"] = await asyncio.wait_for(member.handle.stats.remote(), timeout=2)
+                    state.engine_stats = await asyncio.wait_for(member.client.stats(), timeout=2)
                 except Exception:  # noqa: BLE001 - busy or starting: no statistics this time
-                    row["engine"] = None
-        return rows
+                    state.engine_stats = None
+        return states
 
     # -- helpers ------------------------------------------------------------------------
     def _check_key(self, headers: Mapping[str, str]) -> Optional[Reply]:
@@ -191,27 +147,20 @@ class Router:
         return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
 
     async def _card(self, model_id: str) -> dict:
-        """The pool's /v1/models entry: its members, and the smallest context among them."""
-        if model_id not in self._cards:
-            pool = self.pools[model_id]
-            cards = []
-            for member in pool.members:
-                try:
-                    if isinstance(member.handle, Upstream):
-                        cards.append(member.handle.card(member.context_length))
-                        continue
-                    cards.append(await asyncio.wait_for(member.handle.card.remote(), timeout=5))
-                except Exception:  # noqa: BLE001 - a member still starting has no card yet
-                    continue
-            if not cards:
-                return {"id": model_id, "object": "model", "owned_by": "judgefleet"}
-            card = dict(cards[0])
-            card["max_model_len"] = min(c["max_model_len"] for c in cards)
-            card["judgefleet"] = dict(cards[0]["judgefleet"], members=[c["judgefleet"] for c in cards])
-            if len(cards) == len(pool.members):
-                self._cards[model_id] = card
-            return card
-        return self._cards[model_id]
+        """The pool's /v1/models entry, kept once every member has answered with its card."""
+        if model_id in self._cards:
+            return self._cards[model_id]
+        pool = self.pools[model_id]
+        cards = []
+        for member in pool.members:
+            try:
+                cards.append(await asyncio.wait_for(member.client.card(), timeout=5))
+            except Exception:  # noqa: BLE001 - a member still starting has no card yet
+                continue
+        card = wire.pool_card(model_id, cards)
+        if len(cards) == len(pool.members):
+            self._cards[model_id] = card
+        return card
 
     def _unknown_model(self, model_id) -> Reply:
         return _error(
@@ -222,20 +171,7 @@ class Router:
         )
 
 
-def _lineage_reply(reply: dict) -> Reply:
-    result = reply["body"]
-    lineage = result.get("judgefleet") if isinstance(result, dict) else None
-    headers = {h: str(lineage[k]) for k, h in _LINEAGE_HEADERS.items() if lineage and lineage.get(k)}
-    return Reply(reply["status"], result, headers)
-
-
-def _classify(e: Exception) -> str:
-    """'full' (the member's queue is full), 'gone' (its replica died or is unreachable), or 'bug'."""
-    from ray.exceptions import ActorUnavailableError, RayActorError
-    from ray.serve.exceptions import BackPressureError
-
-    if isinstance(e, BackPressureError):
-        return "full"
-    if isinstance(e, (RayActorError, ActorUnavailableError)):
-        return "gone"
-    return "bug"
+def _answer(reply: dict) -> Reply:
+    """A member's {"status", "body"} as the route's reply, its lineage also in headers."""
+    lineage = wire.lineage_of(reply["body"])
+    return Reply(reply["status"], reply["body"], lineage.headers() if lineage else {})

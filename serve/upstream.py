@@ -3,40 +3,54 @@
 An existing vLLM server on a GPU box, a llamafile, a hosted API: it joins a judge pool like a
 Ray-deployed member, but needs no replica of its own - the ingress forwards the body over HTTP,
 renaming the model if the upstream calls it something else, and answers with the same
-{"status", "body"} contract and lineage as the other engines.
+{"status", "body"} contract and lineage as the other engines. A server that does not answer
+is `MemberGone` to the router, like a replica that died.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Optional
 
 import aiohttp
 
-from serve.errors import error_body
+from serve import wire
+from serve.config import ModelConfig
+from serve.errors import MemberGone, error_body
+from serve.members import MemberSpec, UpstreamSettings
+
+# Pool methods -> their path under an OpenAI base URL (".../v1"); /tokenize is not part of the
+# OpenAI API, so upstreams need not have it.
+_OPENAI_PATHS = {method: path[len("/v1"):] for path, method in wire.POST_METHODS.items() if path.startswith("/v1/")}
 
 
-class UpstreamUnreachable(Exception):
-    """The upstream did not answer (connection refused, timeout, 5xx): try another member."""
+def build_member(m: ModelConfig, spec: MemberSpec) -> MemberSpec:
+    """The engine registry's builder: no deployment, the ingress calls the upstream itself."""
+    upstream = UpstreamSettings(m.model, m.engine_kwargs.get("model"), m.engine_kwargs.get("api_key_env"))
+    return replace(spec, deployment=None, upstream=upstream)
 
 
 class Upstream:
-    def __init__(self, url: str, model_id: str, member: str, upstream_model: Optional[str] = None,
-                 api_key_env: Optional[str] = None, max_connections: int = 256, timeout_s: float = 600.0):
-        self.url = url.rstrip("/")
-        self.model_id = model_id
-        self.upstream_model = upstream_model or model_id
-        key = os.environ.get(api_key_env) if api_key_env else None
-        self.lineage = {"backend": "openai", "model": model_id, "member": member, "model_file": self.upstream_model,
-                        "upstream": self.url}
+    """A `serve.pool.MemberClient` over HTTP."""
+
+    def __init__(self, spec: MemberSpec, timeout_s: float = 600.0):
+        settings = spec.upstream
+        self.url = settings.url.rstrip("/")
+        self.model_id = spec.model_id
+        self.context_length = spec.context_length
+        self.upstream_model = settings.upstream_model or spec.model_id
+        key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        self.lineage = wire.Lineage(backend="openai", model=spec.model_id, member=spec.name,
+                                    model_file=self.upstream_model, upstream=self.url)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._max_connections = max_connections
+        self._max_connections = spec.max_ongoing + spec.max_queued
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
         self._http: Optional[aiohttp.ClientSession] = None  # made on the serving event loop, on first use
 
     async def call(self, method: str, body: dict) -> dict:
-        path = {"completions": "/completions", "chat": "/chat/completions"}.get(method)
-        if path is None:  # /tokenize is not part of the OpenAI API; upstreams need not have it
+        path = _OPENAI_PATHS.get(method)
+        if path is None:
             return {"status": 404, "body": error_body(404, f"'{method}' is not forwarded to upstream members")}
         if self._http is None:
             self._http = aiohttp.ClientSession(
@@ -47,15 +61,17 @@ class Upstream:
             async with self._http.post(self.url + path, json=dict(body, model=self.upstream_model)) as response:
                 status = response.status
                 if status >= 500 or status == 429:
-                    raise UpstreamUnreachable(f"HTTP {status}")
+                    raise MemberGone(f"HTTP {status}")
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise UpstreamUnreachable(f"{type(e).__name__}: {e}") from None
+            raise MemberGone(f"{type(e).__name__}: {e}") from None
         if status == 200 and isinstance(answer, dict):
             answer["model"] = self.model_id
-            answer["judgefleet"] = self.lineage
+            wire.with_lineage(answer, self.lineage)
         return {"status": status, "body": answer}
 
-    def card(self, context_length: int) -> dict:
-        return {"id": self.model_id, "object": "model", "owned_by": "judgefleet", "max_model_len": context_length,
-                "judgefleet": dict(self.lineage, engine="openai")}
+    async def card(self) -> dict:
+        return wire.model_card(self.model_id, self.context_length, self.lineage, "openai")
+
+    async def stats(self) -> Optional[dict]:
+        return None  # an external server's statistics are its own

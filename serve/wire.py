@@ -34,6 +34,11 @@ MODELS_PATH = "/v1/models"
 POST_METHODS = {"/v1/completions": "completions", "/v1/chat/completions": "chat", TOKENIZE_PATH: "tokenize"}
 
 
+def health_json(models: List[str]) -> dict:
+    """GET /health: the route is up, and the model ids it serves."""
+    return {"status": "ok", "models": sorted(models)}
+
+
 @dataclass(frozen=True)
 class Lineage:
     """Who answered: every answer of the route names it, and every scored row keeps it."""

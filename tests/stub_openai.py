@@ -18,6 +18,8 @@ from typing import Dict, List, Optional
 
 from aiohttp import web
 
+from serve import wire
+
 
 @dataclass
 class StubBehaviour:
@@ -36,7 +38,8 @@ class StubBehaviour:
     chars_per_token: int = 4
     logprobs: bool = True
     delay_s: float = 0.0
-    # A `judgefleet` lineage field on completions, as judgefleet's route sends (e.g. {"model_sha256": ...}).
+    # Answer as judgefleet's route does: this lineage in every completion and in the model card
+    # (serve.wire), so jobs take the stub for the route (one verdict request a row).
     lineage: Optional[dict] = None
 
 
@@ -140,6 +143,8 @@ class StubOpenAIServer:
         card = {"id": self.behaviour.model, "object": "model", "owned_by": "stub"}
         if self.behaviour.max_model_len:
             card["max_model_len"] = self.behaviour.max_model_len
+        if self.behaviour.lineage:
+            card[wire.LINEAGE_FIELD] = dict(self.behaviour.lineage)
         return web.json_response({"object": "list", "data": [card]})
 
     async def _completions(self, request: web.Request) -> web.Response:
@@ -172,7 +177,7 @@ class StubOpenAIServer:
                           "total_tokens": prompt_tokens + completion_tokens * n},
             }
             if b.lineage:
-                answer["judgefleet"] = b.lineage
+                answer[wire.LINEAGE_FIELD] = dict(b.lineage, model=body.get("model"))
             return web.json_response(answer)
         finally:
             with self._lock:

@@ -3,6 +3,9 @@
     ApiError                 the request ended without an answer we can use
      +-- attempts, status    how often it was tried; the last HTTP status (None: no response)
      +-- retryable           whether a later try could succeed (False for 4xx answers)
+     +-- reason              why, as a row's reason code: judge_timeout (no answer in time),
+                             judge_unreachable (no connection), judge_refused (a 4xx answer),
+                             judge_error (5xx, or 408/429 after the retries; invalid JSON)
 
 Transient failures (connection errors, timeouts, 408, 429, 5xx) are retried with exponential
 backoff and full jitter, waiting at least what a `Retry-After` header asks. Other 4xx answers
@@ -26,6 +29,8 @@ import time
 from typing import Mapping, Optional, Tuple
 
 import aiohttp
+
+from jobs.judge.reasons import Reason
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -61,11 +66,18 @@ class PrioritySlots:
 
 
 class ApiError(Exception):
-    def __init__(self, message: str, status: Optional[int] = None, attempts: int = 1, retryable: bool = False):
+    def __init__(self, message: str, status: Optional[int] = None, attempts: int = 1, retryable: bool = False,
+                 reason: Reason = Reason.JUDGE_ERROR):
         super().__init__(message)
         self.status = status
         self.attempts = attempts
         self.retryable = retryable
+        self.reason = reason
+
+
+def status_reason(status: int) -> Reason:
+    """The reason code of an HTTP error status that is not retried: a 4xx is the request's fault."""
+    return Reason.JUDGE_REFUSED if 400 <= status < 500 and status not in RETRY_STATUSES else Reason.JUDGE_ERROR
 
 
 def retry_after_s(value: Optional[str]) -> Optional[float]:
@@ -162,10 +174,11 @@ class OpenAIClient:
                 finally:
                     self._slots.release()
             except asyncio.TimeoutError:
-                problem, status = "timed out", None
+                problem, status, why = "timed out", None, Reason.JUDGE_TIMEOUT
             except aiohttp.ClientError as e:
-                problem, status = f"could not reach {url}: {type(e).__name__}: {e}", None
+                problem, status, why = f"could not reach {url}: {type(e).__name__}: {e}", None, Reason.JUDGE_UNREACHABLE
             else:
+                why = Reason.JUDGE_ERROR
                 if status < 400:
                     try:
                         return json.loads(raw), response_headers
@@ -174,7 +187,7 @@ class OpenAIClient:
                 else:
                     problem = f"HTTP {status}: {error_message(raw.decode('utf-8', 'replace'), reason)}"
                     if status not in RETRY_STATUSES:
-                        raise ApiError(problem, status, attempt, retryable=False)
+                        raise ApiError(problem, status, attempt, retryable=False, reason=status_reason(status))
                     wait_hint = retry_after_s(response_headers.get("retry-after"))
                     if status == 429 and time.monotonic() < deadline:
                         throttled += 1
@@ -184,7 +197,8 @@ class OpenAIClient:
                         await asyncio.sleep(delay)
                         continue
             if attempt > self.max_retries:
-                raise ApiError(f"{problem} (after {attempt + throttled} attempts)", status, attempt, retryable=True)
+                raise ApiError(f"{problem} (after {attempt + throttled} attempts)", status, attempt, retryable=True,
+                               reason=why)
             await asyncio.sleep(self._backoff(attempt, wait_hint))
 
     def _backoff(self, attempt: int, hint: Optional[float]) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from jobs.client.http import ApiError, PrioritySlots, status_reason
+from serve import wire
 
 
 class InProcessClient:
@@ -25,7 +26,7 @@ class InProcessClient:
         return cls(await start_in_process(model_config), max_in_flight)
 
     async def post(self, path: str, body: dict, priority: float = 0.0, headers=None) -> Tuple[dict, dict]:
-        method = {"completions": "completions", "chat/completions": "chat", "/tokenize": "tokenize"}[path]
+        method = {"completions": "completions", "chat/completions": "chat", wire.TOKENIZE_PATH: "tokenize"}[path]
         await self._slots.acquire(priority)
         try:
             reply = await getattr(self.server, method)(body)

@@ -139,7 +139,7 @@ def _judgefleet(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Pa
     job.tracking.mode = "disabled"  # the bench's own W&B run records it
     with PeakMemory() as peak:
         summary = score(job, console=Console(stderr=True, quiet=True), restart=True)
-    return _result(summary["rows"], summary["samples"] - _unanswered(summary), summary["samples_scored"],
+    return _result(summary["rows"], _answered(Path(job.output.dir)), summary["samples_scored"],
                    summary["prompt_tokens"], summary["completion_tokens"], summary["wall_time_s"],
                    summary["total_time_s"] - summary["wall_time_s"], peak.bytes,
                    "judgefleet score: Ray Data -> Serve route -> llama.cpp replica")
@@ -166,8 +166,15 @@ def _llama_member(cfg: JobConfig):
     )
 
 
-def _unanswered(summary: dict) -> int:
-    return sum(e["count"] for e in summary["top_errors"] if "judge request failed" in e["error"])
+def _answered(output_dir: Path) -> int:
+    """Samples whose feedback came back, read from the scored shards (as the engine method counts them)."""
+    import pyarrow.parquet as pq
+
+    return sum(
+        sum(f is not None for f in feedbacks or [])
+        for shard in sorted((output_dir / "scores").glob("part-*.parquet"))
+        for feedbacks in pq.read_table(shard, columns=["feedbacks"]).column("feedbacks").to_pylist()
+    )
 
 
 def _result(rows, answered, scored, prompt_tokens, completion_tokens, elapsed, startup, peak_bytes, how) -> dict:

@@ -9,6 +9,7 @@ from typing import Iterable, Optional
 from jobs.config import JobConfig
 from jobs.data.datasource import RowStream
 from jobs.errors import DatasetError
+from jobs.judge.modes import get_mode
 from jobs.runtime.pipeline import RESULT_COLUMNS, prompt_columns
 from serve.endpoint import JudgeEndpoint
 
@@ -33,14 +34,7 @@ def check_columns(first: Optional[dict], cfg: JobConfig) -> None:
     if not first:
         return
     d = cfg.dataset
-    if d.prompt_field:
-        needed = [d.prompt_field]
-    elif cfg.judge.mode == "absolute":
-        needed = [d.instruction_field, d.response_field]
-    else:
-        needed = [d.instruction_field, d.response_a_field, d.response_b_field]
-    if not d.prompt_field and d.rubric is None and d.rubric_field:
-        needed.append(d.rubric_field)
+    needed = list(get_mode(cfg.judge.mode).required_columns(d))
     if d.id_field:
         needed.append(d.id_field)
     missing = [c for c in needed if c not in first]

@@ -1,19 +1,26 @@
-"""Running totals over scored rows -> summary.json and the terminal table."""
+"""Running totals over scored rows -> summary.json and the terminal table.
+
+What a score means in the totals (a mean score, A's win rate) is the mode's arithmetic
+(`jobs.judge.modes`); errors are counted by message and by reason code.
+"""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pyarrow as pa
 
-_COLUMNS = ("score", "scores", "score_expected", "errors", "prompt_tokens", "completion_tokens",
+from jobs.judge.modes import Mode, get_mode
+from jobs.judge.reasons import Reason
+
+_COLUMNS = ("score", "scores", "score_expected", "errors", "error_reasons", "prompt_tokens", "completion_tokens",
             "judge_backend", "judge_member", "judge_model_file", "judge_model_sha256")
 
 
 class SummaryBuilder:
-    def __init__(self, mode: str, group_by: Sequence[str] = ()):
-        self.mode = mode
+    def __init__(self, mode: Union[str, Mode], group_by: Sequence[str] = ()):
+        self.mode = get_mode(mode)
         self.group_by = list(group_by)
         self.rows = self.scored = 0
         self.samples = self.samples_scored = 0
@@ -21,7 +28,9 @@ class SummaryBuilder:
         self.expected_sum, self.expected_n = 0.0, 0
         self.sample_counts: Counter = Counter()
         self.prompt_tokens = self.completion_tokens = 0
-        self.errors: Counter = Counter()
+        self.errors: Counter = Counter()  # message -> count
+        self.error_reasons: Counter = Counter()  # reason code -> count
+        self.reason_of: Dict[str, str] = {}  # message -> its reason code
         self.rows_with_errors = 0
         self.backends: Counter = Counter()
         self.members: Counter = Counter()
@@ -35,6 +44,8 @@ class SummaryBuilder:
 
     def add(self, table: pa.Table) -> None:
         cols = table.select([c for c in _COLUMNS if c in table.column_names]).to_pydict()
+        # Shards written before reason codes existed have no error_reasons: their reasons are unknown.
+        reasons = cols.get("error_reasons") or [None] * table.num_rows
         group_cols = {}
         for g in self.group_by:
             if g in table.column_names:
@@ -50,14 +61,13 @@ class SummaryBuilder:
             self.sample_counts.update(str(s) for s in got)
             if score is not None:
                 self.scored += 1
-                # Absolute: the sum of scores. Relative: the number of rows where A won.
-                self.score_sum += score if self.mode == "absolute" else float(score == "A")
+                self.score_sum += self.mode.row_value(score)
             if cols["score_expected"][i] is not None:
                 self.expected_sum += cols["score_expected"][i]
                 self.expected_n += 1
             if cols["errors"][i]:
                 self.rows_with_errors += 1
-                self.errors.update(cols["errors"][i])
+                self._add_errors(cols["errors"][i], reasons[i])
             self.prompt_tokens += cols["prompt_tokens"][i] or 0
             self.completion_tokens += cols["completion_tokens"][i] or 0
             backend, member, sha = cols["judge_backend"][i], cols["judge_member"][i], cols["judge_model_sha256"][i]
@@ -74,7 +84,15 @@ class SummaryBuilder:
                 acc[0] += 1
                 if score is not None:
                     acc[1] += 1
-                    acc[2] += score if self.mode == "absolute" else (1.0 if score == "A" else 0.0)
+                    acc[2] += self.mode.row_value(score)
+
+    def _add_errors(self, messages: List[str], codes: Optional[List[str]]) -> None:
+        codes = codes if codes and len(codes) == len(messages) else [Reason.UNKNOWN.value] * len(messages)
+        self.errors.update(messages)
+        self.error_reasons.update(codes)
+        for message, code in zip(messages, codes):
+            if self.reason_of.get(message, Reason.UNKNOWN.value) == Reason.UNKNOWN.value:
+                self.reason_of[message] = code
 
     @property
     def columns(self) -> List[str]:
@@ -98,18 +116,14 @@ class SummaryBuilder:
             "samples": self.samples,
             "samples_scored": self.samples_scored,
             "parse_rate": _ratio(self.samples_scored, self.samples),
-            "mode": self.mode,
+            "mode": self.mode.name,
+            self.mode.metric: _ratio(self.score_sum, self.scored),
+            self.mode.expected_metric: _ratio(self.expected_sum, self.expected_n),
         }
-        if self.mode == "absolute":
-            out["mean_score"] = _ratio(self.score_sum, self.scored)
-            out["mean_score_expected"] = _ratio(self.expected_sum, self.expected_n)
-        else:
-            out["a_win_rate"] = _ratio(self.score_sum, self.scored)
-            out["mean_p_a"] = _ratio(self.expected_sum, self.expected_n)
         out["sample_score_counts"] = dict(sorted(self.sample_counts.items()))
         out["by_group"] = {
             g: {
-                str(k): {"rows": v[0], "scored": v[1], ("mean_score" if self.mode == "absolute" else "a_win_rate"): _ratio(v[2], v[1])}
+                str(k): {"rows": v[0], "scored": v[1], self.mode.metric: _ratio(v[2], v[1])}
                 for k, v in sorted(groups.items(), key=lambda kv: str(kv[0]))
             }
             for g, groups in self.groups.items()
@@ -131,7 +145,8 @@ class SummaryBuilder:
             judge_backends=dict(self.backends),
             judge_members=dict(self.members),
             judge_model_sha256=dict(self.model_sha256),
-            top_errors=[{"error": e, "count": n} for e, n in self.errors.most_common(10)],
+            errors_by_reason=dict(self.error_reasons.most_common()),
+            top_errors=[{"error": e, "count": n, "reason": self.reason_of[e]} for e, n in self.errors.most_common(10)],
         )
         out.update(extra or {})
         return out
@@ -154,14 +169,14 @@ def print_summary(summary: dict, console=None) -> None:
     if summary.get("resumed_rows"):
         table.add_row("resumed", f"{summary['resumed_rows']} rows from finished shards, {summary['rows_this_run']} scored now")
     table.add_row("samples scored", f"{summary['samples_scored']}/{summary['samples']}  (parse rate {_pct(summary['parse_rate'])})")
-    if summary["mode"] == "absolute":
-        table.add_row("mean score", f"{_num(summary['mean_score'])}  (probability-weighted {_num(summary['mean_score_expected'])})")
-    else:
-        table.add_row("A preferred", f"{_pct(summary['a_win_rate'])} of scored rows (mean P(A) {_num(summary['mean_p_a'])})")
+    mode = get_mode(summary["mode"])
+    label, text = mode.headline
+    metric = summary[mode.metric]
+    table.add_row(label, text.format(metric=_pct(metric) if mode.metric_is_share else _num(metric),
+                                     expected=_num(summary[mode.expected_metric])))
     table.add_row("sample scores", ", ".join(f"{k}: {v}" for k, v in summary["sample_score_counts"].items()) or "-")
     for g, groups in summary["by_group"].items():
-        metric = "mean_score" if summary["mode"] == "absolute" else "a_win_rate"
-        table.add_row(f"by {g}", "  ".join(f"{k}: {_num(v[metric])} ({v['scored']}/{v['rows']})" for k, v in groups.items()))
+        table.add_row(f"by {g}", "  ".join(f"{k}: {_num(v[mode.metric])} ({v['scored']}/{v['rows']})" for k, v in groups.items()))
     table.add_row("tokens", f"prompt {summary['prompt_tokens']}, completion {summary['completion_tokens']}")
     table.add_row(
         "throughput",
@@ -178,8 +193,10 @@ def print_summary(summary: dict, console=None) -> None:
         table.add_row("judge", f"{j.get('model')} via {', '.join(summary['judge_backends']) or '-'} at {j.get('url')}")
         if len(summary.get("judge_members") or {}) > 1:
             table.add_row("members", ", ".join(f"{k}: {v} rows" for k, v in summary["judge_members"].items()))
+    if summary.get("errors_by_reason"):
+        table.add_row("errors by reason", ", ".join(f"{k}: {v}" for k, v in summary["errors_by_reason"].items()))
     for err in summary["top_errors"][:3]:
-        table.add_row("error", f"{err['count']}x {err['error'][:160]}")
+        table.add_row("error", f"{err['count']}x {err.get('reason', Reason.UNKNOWN.value)}: {err['error'][:160]}")
     if summary.get("output_dir"):
         table.add_row("output", f"{summary['output_dir']}/scores ({summary.get('shards', 0)} shards), summary.json")
     console.print(table)

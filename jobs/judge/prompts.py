@@ -108,24 +108,21 @@ class PromptError(ValueError):
     """A row lacks what its prompt needs; the message says which field and why."""
 
 
-def system_prompt(mode: str) -> str:
-    return ABS_SYSTEM_PROMPT if mode == "absolute" else REL_SYSTEM_PROMPT
-
-
-def format_rubric(rubric: Any, mode: str = "absolute") -> str:
+def format_rubric(rubric: Any, criteria_only: bool = False) -> str:
     """A rubric as the prompt shows it: text as given, or a mapping laid out as Prometheus does.
 
-    Relative grading shows only the bracketed criteria line, as prometheus-eval's load_rubric does.
+    `criteria_only` (relative grading) shows only the bracketed criteria line, as
+    prometheus-eval's load_rubric does.
     """
     if isinstance(rubric, str):
         if not rubric.strip():
             raise PromptError("rubric is empty")
         return rubric.strip()
     if isinstance(rubric, Mapping):
-        missing = [k for k in (RUBRIC_KEYS if mode == "absolute" else RUBRIC_KEYS[:1]) if not _text(rubric.get(k))]
+        missing = [k for k in (RUBRIC_KEYS[:1] if criteria_only else RUBRIC_KEYS) if not _text(rubric.get(k))]
         if missing:
             raise PromptError(f"rubric lacks {', '.join(missing)} (needs {', '.join(RUBRIC_KEYS)})")
-        if mode == "relative":
+        if criteria_only:
             return f"[{rubric['criteria'].strip()}]"
         return SCORE_RUBRIC_TEMPLATE.format(**{k: rubric[k].strip() for k in RUBRIC_KEYS})
     raise PromptError(f"rubric must be text or a mapping of {', '.join(RUBRIC_KEYS)}, got {type(rubric).__name__}")
@@ -133,7 +130,7 @@ def format_rubric(rubric: Any, mode: str = "absolute") -> str:
 
 def render_absolute(instruction: Any, response: Any, rubric: Any, reference_answer: Optional[Any] = None) -> str:
     fields = {"instruction": _required("instruction", instruction), "response": _required("response", response)}
-    fields["rubric"] = format_rubric(rubric, "absolute")
+    fields["rubric"] = format_rubric(rubric)
     if _text(reference_answer):
         return ABSOLUTE_PROMPT.format(reference_answer=reference_answer, **fields)
     return ABSOLUTE_PROMPT_WO_REF.format(**fields)
@@ -146,7 +143,7 @@ def render_relative(
         "instruction": _required("instruction", instruction),
         "response_A": _required("response_a", response_a),
         "response_B": _required("response_b", response_b),
-        "rubric": format_rubric(rubric, "relative"),
+        "rubric": format_rubric(rubric, criteria_only=True),
     }
     if _text(reference_answer):
         return RELATIVE_PROMPT.format(reference_answer=reference_answer, **fields)

@@ -10,6 +10,8 @@ distribution is then read from those, and the sampled text is parsed as a last r
 
 chat API: one chat answer per sample, the verdict parsed from the text (`parse_verdict`), and
 the distribution read from the log-probabilities of the score token where the endpoint gives them.
+
+Every error is a `Failure` with a reason code (`jobs.judge.reasons`); a row never raises.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ import hashlib
 import itertools
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from jobs.client.http import ApiError, OpenAIClient
-from jobs.judge.verdict import ABSOLUTE_CHOICES, RELATIVE_CHOICES, RESULT_MARKER, parse_verdict
+from jobs.judge.modes import Score, get_mode
+from jobs.judge.reasons import Failure, Reason
+from jobs.judge.verdict import RESULT_MARKER, parse_verdict
+from serve import wire
 
-Score = Union[int, str, None]
+if TYPE_CHECKING:
+    from jobs.config import JobConfig
 
 # Tokens kept free after the prompt so the verdict step has room.
 VERDICT_ROOM = 8
@@ -48,10 +54,27 @@ class JudgeSettings:
     prompt_format: str = "{prompt}"
     # The judge's context in tokens, when the endpoint says (vLLM's `max_model_len`).
     max_model_len: Optional[int] = None
+    # The endpoint is judgefleet's route: it takes a list of prompts, and a preferred member.
+    route: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: "JobConfig", max_model_len: Optional[int] = None, route: bool = False) -> "JudgeSettings":
+        """The settings of a job's judge (`max_model_len`, `route`: what the endpoint says of itself)."""
+        j, s = cfg.judge, cfg.sampling
+        return cls(
+            model=j.model, mode=j.mode, api=j.api, num_samples=s.num_samples, max_tokens=s.max_tokens,
+            temperature=s.temperature, top_p=s.top_p, seed=s.seed, top_logprobs=s.top_logprobs, strict=j.strict,
+            system_prompt=j.system_prompt if j.system_prompt is not None else get_mode(j.mode).system_prompt,
+            prompt_format=j.prompt_format, max_model_len=max_model_len, route=route,
+        )
 
     @property
     def choices(self) -> tuple:
-        return ABSOLUTE_CHOICES if self.mode == "absolute" else RELATIVE_CHOICES
+        return get_mode(self.mode).choices
+
+    def format_prompt(self, prompt: str) -> str:
+        """A row's prompt as the completions API gets it (`prompt_format` with the system message)."""
+        return self.prompt_format.format(system=self.system_prompt, prompt=prompt)
 
 
 @dataclass
@@ -60,13 +83,13 @@ class SampleVerdict:
     expected: Optional[float] = None
     probs: Optional[List[float]] = None
     feedback: Optional[str] = None
-    error: Optional[str] = None
+    error: Optional[Failure] = None
 
 
 @dataclass
 class RowVerdict:
     samples: List[SampleVerdict] = field(default_factory=list)
-    errors: List[str] = field(default_factory=list)
+    errors: List[Failure] = field(default_factory=list)  # the row's, then each failed sample's
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
@@ -98,21 +121,13 @@ def score_distribution(top_logprobs: Optional[Dict[str, float]], choices: tuple)
     return [mass[c] / total for c in choices]
 
 
-def expected_value(probs: Optional[List[float]], mode: str) -> Optional[float]:
-    """Absolute: the mean score under the distribution. Relative: the probability that A wins."""
-    if probs is None:
-        return None
-    if mode == "absolute":
-        return sum((i + 1) * p for i, p in enumerate(probs))
-    return probs[0]
-
-
 class RowJudge:
     """Judges rows through one client; keeps what it learns about the endpoint between rows."""
 
     def __init__(self, client: OpenAIClient, settings: JudgeSettings):
         self.client = client
         self.s = settings
+        self.mode = get_mode(settings.mode)
         self.supports_n = True
         self.supports_tokenize = True
         self._rows_started = itertools.count()
@@ -129,19 +144,19 @@ class RowJudge:
             else:
                 await self._judge_completions(prompt, row_id, row)
         except ApiError as e:
-            row.errors.append(f"judge request failed: {e}")
+            row.errors.append(Failure(e.reason, f"judge request failed: {e}"))
         except _RowRefused as e:
-            row.errors.append(str(e))
+            row.errors.append(e.failure)
         row.latency_s = time.perf_counter() - started
         if not row.samples:
             row.samples = [SampleVerdict() for _ in range(self.s.num_samples)]
-        row.errors.extend(f"sample {i + 1}: {v.error}" for i, v in enumerate(row.samples) if v.error)
+        row.errors.extend(v.error.prefixed(f"sample {i + 1}: ") for i, v in enumerate(row.samples) if v.error)
         return row
 
     # -- completions: feedback, then one constrained score token -----------------------
     async def _judge_completions(self, prompt: str, row_id: str, row: RowVerdict) -> None:
         s = self.s
-        text = s.prompt_format.format(system=s.system_prompt, prompt=prompt)
+        text = s.format_prompt(prompt)
         max_tokens = await self._room(text, s.max_tokens)
         body = {
             "model": s.model,
@@ -160,14 +175,15 @@ class RowJudge:
             "logprobs": s.top_logprobs or 1,
             "structured_outputs": {"choice": list(s.choices)},
         }
-        if row.lineage.get("member"):
+        if s.route:
             # judgefleet's route takes a list of prompts: one request carries every sample's verdict
             # step, and goes to the pool member that holds their feedback in its cache.
+            member = row.lineage.get("member")
             try:
                 answer, _ = await self._post("completions", dict(body, prompt=[text + lead for lead in leads]),
-                                             headers={"x-judgefleet-prefer-member": row.lineage["member"]})
+                                             headers=wire.prefer_member(member) if member else None)
             except ApiError as e:
-                row.samples = [_unscored(lead, s.mode, f"score request failed: {e}") for lead in leads]
+                row.samples = [self._unscored(lead, e) for lead in leads]
                 return
             self._count(answer, row)
             answers = list(answer.get("choices") or [])
@@ -179,27 +195,32 @@ class RowJudge:
         try:
             answer, _ = await self._post("completions", body)
         except ApiError as e:
-            return _unscored(lead, self.s.mode, f"score request failed: {e}")
+            return self._unscored(lead, e)
         self._count(answer, row)
         return self._verdict(lead, (answer.get("choices") or [{}])[0])
 
     def _verdict(self, lead: str, choice: dict) -> SampleVerdict:
         """A sample's verdict from its score token and that token's top log-probabilities."""
-        s = self.s
+        mode = self.mode
         token = (choice.get("text") or "").strip()
         top = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
-        probs = score_distribution(top, s.choices)
-        verdict = parse_verdict(lead + token, s.mode, strict=False)
-        if token in s.choices:
-            score = int(token) if s.mode == "absolute" else token
+        probs = score_distribution(top, mode.choices)
+        verdict = parse_verdict(lead + token, mode.name, strict=False)
+        if token in mode.choices:
+            score = mode.score_of(token)
         elif probs is not None:  # the endpoint ignored the constraint: take the likeliest allowed answer
-            best = max(range(len(probs)), key=probs.__getitem__)
-            score = int(s.choices[best]) if s.mode == "absolute" else s.choices[best]
+            score = mode.score_of(mode.choices[max(range(len(probs)), key=probs.__getitem__)])
         else:
             score = verdict.score
         if score is None:
-            return SampleVerdict(feedback=verdict.feedback, error=f"no score in the judge's answer {token!r}")
-        return SampleVerdict(score, expected_value(probs, s.mode), probs, verdict.feedback)
+            return SampleVerdict(feedback=verdict.feedback,
+                                 error=Failure(Reason.UNPARSED_VERDICT, f"no score in the judge's answer {token!r}"))
+        return SampleVerdict(score, mode.expected(probs), probs, verdict.feedback)
+
+    def _unscored(self, lead: str, e: ApiError) -> SampleVerdict:
+        """A sample whose verdict step failed: its feedback, and why it has no score."""
+        return SampleVerdict(feedback=parse_verdict(lead, self.mode.name).feedback,
+                             error=Failure(e.reason, f"score request failed: {e}"))
 
     # -- chat: one answer per sample, verdict parsed from text ---------------------------
     async def _judge_chat(self, prompt: str, row_id: str, row: RowVerdict) -> None:
@@ -218,11 +239,12 @@ class RowJudge:
 
     def _chat_verdict(self, choice: dict) -> SampleVerdict:
         content = (choice.get("message") or {}).get("content") or ""
-        verdict = parse_verdict(content, self.s.mode, strict=self.s.strict)
+        verdict = parse_verdict(content, self.mode.name, strict=self.s.strict)
         if verdict.score is None:
-            return SampleVerdict(feedback=verdict.feedback or None, error=f"unparsed verdict: {verdict.reason}")
-        probs = _chat_score_probs(choice, content, self.s.choices)
-        return SampleVerdict(verdict.score, expected_value(probs, self.s.mode), probs, verdict.feedback)
+            return SampleVerdict(feedback=verdict.feedback or None,
+                                 error=Failure(Reason.UNPARSED_VERDICT, f"unparsed verdict: {verdict.reason}"))
+        probs = _chat_score_probs(choice, content, self.mode.choices)
+        return SampleVerdict(verdict.score, self.mode.expected(probs), probs, verdict.feedback)
 
     # -- shared ----------------------------------------------------------------------------
     async def _samples(self, path: str, body: dict, seed: Optional[int], row: RowVerdict) -> List[dict]:
@@ -254,17 +276,18 @@ class RowJudge:
         if not self.supports_tokenize:
             return max_tokens
         try:
-            answer, _ = await self._post("/tokenize", {"model": self.s.model, "prompt": text})
+            answer, _ = await self._post(wire.TOKENIZE_PATH, {"model": self.s.model, "prompt": text})
             count = int(answer["count"])
         except (ApiError, KeyError, TypeError, ValueError):
             self.supports_tokenize = False
             return max_tokens
         room = limit - count - VERDICT_ROOM
         if room < 1:
-            raise _RowRefused(
+            raise _RowRefused(Failure(
+                Reason.PROMPT_TOO_LONG,
                 f"prompt too long: {count} tokens, and the judge's context is {limit} tokens "
-                f"(with {VERDICT_ROOM} kept for the verdict); shorten the prompt or use a judge with a longer context"
-            )
+                f"(with {VERDICT_ROOM} kept for the verdict); shorten the prompt or use a judge with a longer context",
+            ))
         return min(max_tokens, room)
 
     async def _post(self, path: str, body: dict, headers: Optional[dict] = None):
@@ -277,10 +300,10 @@ class RowJudge:
         row.completion_tokens += int(usage.get("completion_tokens") or 0)
         if lineage:
             # judgefleet's route names who answered; any other OpenAI server is just that.
-            named = answer.get("judgefleet")
+            named = wire.lineage_of(answer)
             row.lineage = (
-                {k: str(v) for k, v in named.items() if v is not None}
-                if isinstance(named, dict)
+                {k: v for k, v in asdict(named).items() if v is not None}
+                if named is not None
                 else {"backend": "openai-compatible"}
             )
 
@@ -289,7 +312,11 @@ _ROW_ORDER: contextvars.ContextVar = contextvars.ContextVar("row_order", default
 
 
 class _RowRefused(Exception):
-    """The row is not sent (e.g. its prompt cannot fit); the message is its error."""
+    """The row is not sent (e.g. its prompt cannot fit); `failure` is its error."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 def _seed(seed: Optional[int]) -> dict:
@@ -301,10 +328,6 @@ def _lead(feedback: str, finish_reason: Optional[str]) -> str:
     max_tokens gets the marker on a fresh word, so the verdict still follows it."""
     glue = "" if finish_reason == "stop" or feedback.endswith((" ", "\n")) else " "
     return feedback + glue + RESULT_MARKER + " "
-
-
-def _unscored(lead: str, mode: str, error: str) -> SampleVerdict:
-    return SampleVerdict(feedback=parse_verdict(lead, mode).feedback, error=error)
 
 
 def _chat_score_probs(choice: dict, content: str, choices: tuple) -> Optional[List[float]]:

@@ -4,22 +4,24 @@ Judges are trained to answer ``Feedback: <text> [RESULT] <answer>``, where the
 answer is an integer 1-5 (absolute grading) or ``A``/``B`` (relative grading).
 Strict mode accepts only that format; lenient mode also accepts the variants
 that Prometheus-family models emit in practice, but refuses (score ``None`` plus
-a ``reason``) anything ambiguous rather than guessing.
+a ``reason``) anything ambiguous rather than guessing. The allowed answers, and
+what each scores, are the mode's (`jobs.judge.modes`).
 """
 
 import re
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-ABSOLUTE_CHOICES = ("1", "2", "3", "4", "5")
-RELATIVE_CHOICES = ("A", "B")
+from jobs.judge.modes import ABSOLUTE, RELATIVE, Mode, get_mode
+
+ABSOLUTE_CHOICES = ABSOLUTE.choices
+RELATIVE_CHOICES = RELATIVE.choices
 RESULT_MARKER = "[RESULT]"
-_MODES = ("absolute", "relative")
 
 
 @dataclass(frozen=True)
 class Verdict:
-    score: Union[int, str, None]  # 1..5 (absolute), "A"/"B" (relative), None if unparseable
+    score: Union[int, str, None]  # the mode's score of the answer (1..5, "A"/"B"), None if unparseable
     feedback: str  # judge's text before the verdict marker, "Feedback:" removed, stripped
     reason: Optional[str] = None  # why score is None; None when parsed
     raw: str = ""  # the original text, unchanged
@@ -62,7 +64,7 @@ _WRAPPERS = " \t\r\n\"'`*_()[]{}<>:.,;!?"
 
 
 def parse_verdict(text: str, mode: str = "absolute", strict: bool = False) -> Verdict:
-    """Parse the verdict at the END of a judge output.
+    """Parse the verdict at the END of a judge output (`mode`: a mode's name; ValueError if unknown).
 
     Only the last verdict marker counts: judges sometimes echo the prompt (whose
     format line itself contains "[RESULT] (an integer number between 1 and 5)"),
@@ -71,19 +73,18 @@ def parse_verdict(text: str, mode: str = "absolute", strict: bool = False) -> Ve
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    m = get_mode(mode)
     if not text.strip():
         return Verdict(None, "", "empty output", text)
-    return (_parse_strict if strict else _parse_lenient)(text, mode)
+    return (_parse_strict if strict else _parse_lenient)(text, m)
 
 
 def _feedback(head: str) -> str:
     return _FEEDBACK_PREFIX.sub("", head, count=1).strip()
 
 
-def _parse_strict(text: str, mode: str) -> Verdict:
-    choices = ABSOLUTE_CHOICES if mode == "absolute" else RELATIVE_CHOICES
+def _parse_strict(text: str, mode: Mode) -> Verdict:
+    choices = mode.choices
     idx = text.rfind(RESULT_MARKER)
     if idx < 0:
         return Verdict(None, text.strip(), "no verdict found", text)
@@ -96,13 +97,13 @@ def _parse_strict(text: str, mode: str) -> Verdict:
         return Verdict(None, feedback, f"strict: expected '[RESULT] <{'|'.join(choices)}>' at the end", text)
     answer = m.group(1)
     if answer in choices:
-        return Verdict(int(answer) if mode == "absolute" else answer, feedback, None, text)
-    if mode == "absolute" and answer.isdigit():
+        return Verdict(mode.score_of(answer), feedback, None, text)
+    if mode.numeric and answer.isdigit():
         return Verdict(None, feedback, f"out of range: {answer}", text)
     return Verdict(None, feedback, f"strict: expected one of {'/'.join(choices)}, got {answer!r}", text)
 
 
-def _parse_lenient(text: str, mode: str) -> Verdict:
+def _parse_lenient(text: str, mode: Mode) -> Verdict:
     body = _EOS_RE.sub("", text)
     markers = list(_MARKER.finditer(body))
     if markers:
@@ -129,7 +130,7 @@ def _trailing_score(body: str) -> Optional[Tuple[int, int]]:
     return (m.start(), m.start()) if m else None
 
 
-def _decide(tail: str, mode: str) -> Tuple[Union[int, str, None], Optional[str]]:
+def _decide(tail: str, mode: Mode) -> Tuple[Union[int, str, None], Optional[str]]:
     """Pick the single answer in the text after the final marker, or say why not.
 
     Any trailing text is tolerated as long as it holds no *other* candidate
@@ -140,31 +141,28 @@ def _decide(tail: str, mode: str) -> Tuple[Union[int, str, None], Optional[str]]
     if _NEGATION.search(tail):
         return None, "negated answer (e.g. 'not 3')"
     fractions = list(_FRACTION.finditer(tail))
-    if mode == "absolute":
+    if mode.numeric:  # "4/5" must be on the mode's own scale
         for f in fractions:
-            if f.group(2) != "5":
-                return None, f"out of range scale: {f.group(1)}/{f.group(2)} (expected a 1-5 score)"
+            if f.group(2) != mode.choices[-1]:
+                return None, f"out of range scale: {f.group(1)}/{f.group(2)} (expected a {mode.choices[0]}-{mode.choices[-1]} score)"
     # "4/5" and "4 out of 5" count as the single candidate 4.
     numbers = _NUMBER.findall(_FRACTION.sub(lambda f: f" {f.group(1)} ", tail))
     # Letters: uppercase standalone A/B anywhere; lowercase a/b only when it is the
     # whole answer ("b", "(a)", "Response b"), so the article "a" in prose never counts.
     lone = _LONE_LETTER.fullmatch(tail.strip(_WRAPPERS))
     letters = [lone.group(1).upper()] if lone else _UPPER_LETTER.findall(tail)
-    found, other = (numbers, letters) if mode == "absolute" else (letters, numbers)
+    found, other = (numbers, letters) if mode.numeric else (letters, numbers)
     if not found:
         if other:
-            expected = "a score 1-5" if mode == "absolute" else "A or B"
-            return None, f"expected {expected} in {mode} mode, got {other[0]!r}"
+            return None, f"expected {mode.answer_text} in {mode.name} mode, got {other[0]!r}"
         return None, "no answer after the final verdict marker"
     distinct = list(dict.fromkeys(found))
     if len(distinct) > 1:
         count = {2: "two", 3: "three"}.get(len(distinct), str(len(distinct)))
         return None, f"ambiguous: {count} different verdicts ({' and '.join(distinct)})"
     answer = distinct[0]
-    if mode == "relative":
-        return answer, None
-    if "." in answer:
+    if mode.numeric and "." in answer:
         return None, f"not an integer: {answer}"
-    if answer not in ABSOLUTE_CHOICES:
+    if answer not in mode.choices:
         return None, f"out of range: {answer}"
-    return int(answer), None
+    return mode.score_of(answer), None

@@ -4,7 +4,7 @@ Prompts are rendered in the read task (`prompt_columns`, on each record as read)
 a pool of actors, each with one async HTTP client whose in-flight bound is its share of
 `judge.max_in_flight`, so the pool as a whole never has more requests out than that. Ray Data's streaming executor backpressures the reader when
 the judges fall behind, so the dataset is never read into memory whole. Nothing here raises for
-a bad row: every row leaves with its verdict or its errors.
+a bad row: every row leaves with its verdict or its errors, each error with its reason code.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ import asyncio
 import logging
 import math
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import pyarrow as pa
 
 from jobs.config import DatasetConfig
 from jobs.data.datasource import READ_ERROR, ROW_ID, ROW_INDEX
-from jobs.judge.row_judge import JudgeSettings, RowJudge, RowVerdict
-from jobs.judge.prompts import PromptError, render_absolute, render_relative
+from jobs.judge.modes import ABSOLUTE, Mode, get_mode
+from jobs.judge.prompts import PromptError
+from jobs.judge.reasons import Failure, Reason
+from jobs.judge.row_judge import JudgeSettings, RowJudge, RowVerdict, SampleVerdict
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +30,18 @@ PROMPT = "_prompt"
 RENDER_ERROR = "_render_error"
 
 
-def result_schema(mode: str) -> pa.Schema:
+def result_schema(mode: Union[str, Mode]) -> pa.Schema:
     """Columns every scored row gains; fixed types so all shards share one schema."""
-    score = pa.int64() if mode == "absolute" else pa.string()
+    m = get_mode(mode)
     return pa.schema(
         [
-            ("scores", pa.list_(score)),
-            ("score", pa.float64() if mode == "absolute" else pa.string()),
+            ("scores", pa.list_(m.sample_type)),
+            ("score", m.score_type),
             ("score_expected", pa.float64()),
             ("score_probs", pa.list_(pa.list_(pa.float64()))),
             ("feedbacks", pa.list_(pa.string())),
             ("errors", pa.list_(pa.string())),
+            ("error_reasons", pa.list_(pa.string())),  # the reason code of each error, index-aligned
             ("judge_model", pa.string()),
             ("judge_backend", pa.string()),
             ("judge_member", pa.string()),
@@ -52,11 +55,13 @@ def result_schema(mode: str) -> pa.Schema:
     )
 
 
-RESULT_COLUMNS = tuple(result_schema("absolute").names) + (ROW_ID, ROW_INDEX, "prompt")
+# Every mode has the same column names.
+RESULT_COLUMNS = tuple(result_schema(ABSOLUTE).names) + (ROW_ID, ROW_INDEX, "prompt")
 
 
 # -- rendering --------------------------------------------------------------------------------
-def prompt_columns(record: Optional[Dict[str, Any]], dataset: DatasetConfig, mode: str) -> Dict[str, Optional[str]]:
+def prompt_columns(record: Optional[Dict[str, Any]], dataset: DatasetConfig,
+                   mode: Union[str, Mode]) -> Dict[str, Optional[str]]:
     """The judge prompt of a record as read, or why it cannot have one (None: unreadable row).
 
     Runs in the read task on the record's own Python values, so a number where text belongs is
@@ -65,27 +70,9 @@ def prompt_columns(record: Optional[Dict[str, Any]], dataset: DatasetConfig, mod
     if record is None:
         return {PROMPT: None, RENDER_ERROR: None}
     try:
-        return {PROMPT: render_row(record, dataset, mode), RENDER_ERROR: None}
+        return {PROMPT: get_mode(mode).render_row(record, dataset), RENDER_ERROR: None}
     except PromptError as e:
         return {PROMPT: None, RENDER_ERROR: str(e)}
-
-
-def render_row(row: Dict[str, Any], d: DatasetConfig, mode: str) -> str:
-    if d.prompt_field:
-        value = row.get(d.prompt_field)
-        if value is None:
-            raise PromptError(f"{d.prompt_field} is missing")
-        if not isinstance(value, str) or not value.strip():
-            raise PromptError(f"{d.prompt_field} is {'empty' if isinstance(value, str) else type(value).__name__}, not a prompt")
-        return value
-    rubric = d.rubric if d.rubric is not None else row.get(d.rubric_field) if d.rubric_field else None
-    if rubric is None:
-        raise PromptError(f"rubric is missing (column '{d.rubric_field}', or set dataset.rubric for every row)")
-    reference = row.get(d.reference_field) if d.reference_field else None
-    if mode == "absolute":
-        return render_absolute(row.get(d.instruction_field), row.get(d.response_field), rubric, reference)
-    return render_relative(row.get(d.instruction_field), row.get(d.response_a_field), row.get(d.response_b_field),
-                           rubric, reference)
 
 
 # -- judging ----------------------------------------------------------------------------------
@@ -133,43 +120,49 @@ class JudgeActor:
         out = batch.drop_columns([PROMPT, RENDER_ERROR, READ_ERROR])
         if self.keep_prompt:
             out = out.append_column("prompt", batch.column(PROMPT))
-        for name, column in self._columns(verdicts).items():
+        for name, column in result_columns(verdicts, self.settings).items():
             out = out.append_column(name, column)
         return out
 
     async def _one(self, row_id: str, prompt: Optional[str], read_error: Optional[str],
                    render_error: Optional[str]) -> RowVerdict:
-        if read_error or render_error or prompt is None:
-            return _refused(read_error or f"bad row: {render_error}", self.settings.num_samples)
+        n = self.settings.num_samples
+        if read_error:  # the reader could not take the row in
+            return _refused(Failure(Reason.UNREADABLE_ROW, read_error), n)
+        if render_error or prompt is None:
+            return _refused(Failure(Reason.BAD_ROW, f"bad row: {render_error}"), n)
         try:
             return await self._judge.judge(prompt, row_id)
         except Exception as e:  # noqa: BLE001 - a bug must cost one row, not the job
             log.exception("judging row %s failed", row_id)
-            return _refused(f"internal error: {type(e).__name__}: {e}", self.settings.num_samples)
+            return _refused(Failure(Reason.INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"), n)
 
-    def _columns(self, verdicts: List[RowVerdict]) -> Dict[str, pa.Array]:
-        s = self.settings
-        schema = result_schema(s.mode)
-        values: Dict[str, list] = {name: [] for name in schema.names}
-        for v in verdicts:
-            scores = [x.score for x in v.samples]
-            values["scores"].append(scores)
-            values["score"].append(aggregate(scores, s.mode))
-            expected = [x.expected for x in v.samples if x.expected is not None]
-            values["score_expected"].append(sum(expected) / len(expected) if expected else None)
-            values["score_probs"].append([x.probs for x in v.samples])
-            values["feedbacks"].append([x.feedback for x in v.samples])
-            values["errors"].append(v.errors or None)
-            values["judge_model"].append(s.model)
-            values["judge_backend"].append(v.lineage.get("backend"))
-            values["judge_member"].append(v.lineage.get("member"))
-            values["judge_replica"].append(v.lineage.get("replica"))
-            values["judge_model_file"].append(v.lineage.get("model_file"))
-            values["judge_model_sha256"].append(v.lineage.get("model_sha256"))
-            values["prompt_tokens"].append(v.prompt_tokens)
-            values["completion_tokens"].append(v.completion_tokens)
-            values["latency_s"].append(round(v.latency_s, 4))
-        return {name: pa.array(values[name], schema.field(name).type) for name in schema.names}
+
+def result_columns(verdicts: List[RowVerdict], s: JudgeSettings) -> Dict[str, pa.Array]:
+    """The result columns of judged rows, typed by `result_schema`."""
+    mode = get_mode(s.mode)
+    schema = result_schema(mode)
+    values: Dict[str, list] = {name: [] for name in schema.names}
+    for v in verdicts:
+        scores = [x.score for x in v.samples]
+        values["scores"].append(scores)
+        values["score"].append(mode.aggregate(scores))
+        expected = [x.expected for x in v.samples if x.expected is not None]
+        values["score_expected"].append(sum(expected) / len(expected) if expected else None)
+        values["score_probs"].append([x.probs for x in v.samples])
+        values["feedbacks"].append([x.feedback for x in v.samples])
+        values["errors"].append([e.message for e in v.errors] or None)
+        values["error_reasons"].append([e.reason.value for e in v.errors] or None)
+        values["judge_model"].append(s.model)
+        values["judge_backend"].append(v.lineage.get("backend"))
+        values["judge_member"].append(v.lineage.get("member"))
+        values["judge_replica"].append(v.lineage.get("replica"))
+        values["judge_model_file"].append(v.lineage.get("model_file"))
+        values["judge_model_sha256"].append(v.lineage.get("model_sha256"))
+        values["prompt_tokens"].append(v.prompt_tokens)
+        values["completion_tokens"].append(v.completion_tokens)
+        values["latency_s"].append(round(v.latency_s, 4))
+    return {name: pa.array(values[name], schema.field(name).type) for name in schema.names}
 
 
 def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
@@ -179,21 +172,9 @@ def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-def aggregate(scores: List[Any], mode: str):
-    """Absolute: the mean of the scored samples. Relative: the majority answer (None on a tie)."""
-    got = [x for x in scores if x is not None]
-    if not got:
-        return None
-    if mode == "absolute":
-        return sum(got) / len(got)
-    a, b = got.count("A"), got.count("B")
-    return "A" if a > b else "B" if b > a else None
-
-
-def _refused(reason: str, n: int) -> RowVerdict:
-    from jobs.judge.row_judge import SampleVerdict
-
-    return RowVerdict(samples=[SampleVerdict() for _ in range(n)], errors=[reason])
+def _refused(failure: Failure, n: int) -> RowVerdict:
+    """A row that is not sent to the judge: unscored samples and one error."""
+    return RowVerdict(samples=[SampleVerdict() for _ in range(n)], errors=[failure])
 
 
 # -- assembly ---------------------------------------------------------------------------------

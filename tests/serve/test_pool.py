@@ -53,4 +53,6 @@ def test_no_running_replica_means_down_until_the_controller_reports_one():
     assert pool.candidates() == [cpu]
     pool.set_replicas(gpu, 3)
     assert gpu.capacity == 24
-    assert [s["name"] for s in pool.snapshot()] == ["gpu-vllm", "cpu-llamacpp"]
+    states = pool.snapshot()
+    assert [(s.name, s.engine, s.capacity, s.down) for s in states] == [
+        ("gpu-vllm", "vllm", 24, False), ("cpu-llamacpp", "llama.cpp", 2, False)]

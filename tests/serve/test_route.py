@@ -4,6 +4,8 @@ import httpx
 import openai
 import pytest
 
+from serve import wire
+
 pytestmark = pytest.mark.integration
 
 SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -83,3 +85,14 @@ def test_health_and_tokenize(judge_route):
     assert httpx.get(root + "/health").json()["status"] == "ok"
     tokens = httpx.post(root + "/tokenize", json={"model": "gemma3-270m", "prompt": "hello world"}).json()
     assert tokens["count"] == 3 and tokens["tokens"][0] == 2 and tokens["max_model_len"] == 2048
+
+
+def test_pools_name_each_members_engine_and_its_statistics(judge_route):
+    root = judge_route[0][: -len("/v1")]
+    for _ in range(5):  # statistics are left out while a replica is too busy to answer them
+        pools = wire.parse_pools(httpx.get(root + wire.POOLS_PATH, timeout=30).json())
+        (member,) = pools["gemma3-270m"]
+        if member.engine_stats is not None:
+            break
+    assert member.engine == "llama.cpp" and member.up and wire.every_pool_up(pools)
+    assert member.engine_stats["slots"] == 4 and member.engine_stats["replica"]

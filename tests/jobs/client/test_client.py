@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from jobs.client.http import ApiError, OpenAIClient, retry_after_s
+from jobs.client.http import ApiError, OpenAIClient, retry_after_s, status_reason
+from jobs.judge.reasons import Reason
 from tests.conftest import free_port
 
 
@@ -40,6 +41,7 @@ def test_retries_run_out_with_a_clear_error(stub):
         post(OpenAIClient(stub.url, max_retries=2, backoff_s=0.001))
     assert err.value.attempts == 3 and err.value.status == 500 and err.value.retryable
     assert "after 3 attempts" in str(err.value) and "stub failure" in str(err.value)
+    assert err.value.reason is Reason.JUDGE_ERROR
     assert stub.stats.requests == 3
 
 
@@ -48,6 +50,7 @@ def test_client_errors_are_not_retried(stub):
     with pytest.raises(ApiError) as err:
         post(OpenAIClient(stub.url, max_retries=5, backoff_s=0.001))
     assert err.value.status == 400 and err.value.attempts == 1 and not err.value.retryable
+    assert err.value.reason is Reason.JUDGE_REFUSED
     assert stub.stats.requests == 1
 
 
@@ -57,14 +60,17 @@ def test_timeouts_and_refused_connections_are_transient(stub):
     with pytest.raises(ApiError, match="timed out") as err:
         post(OpenAIClient(stub.url, timeout_s=0.2, max_retries=1, backoff_s=0.001))
     assert err.value.attempts == 2 and time.perf_counter() - started < 2
-    with pytest.raises(ApiError, match="could not reach"):
+    assert err.value.reason is Reason.JUDGE_TIMEOUT
+    with pytest.raises(ApiError, match="could not reach") as err:
         post(OpenAIClient(f"http://127.0.0.1:{free_port()}/v1", max_retries=1, backoff_s=0.001))
+    assert err.value.reason is Reason.JUDGE_UNREACHABLE
 
 
 def test_garbage_is_an_error_not_a_crash(stub):
     stub.behaviour.garbage = True
-    with pytest.raises(ApiError, match="invalid JSON"):
+    with pytest.raises(ApiError, match="invalid JSON") as err:
         post(OpenAIClient(stub.url, max_retries=1, backoff_s=0.001))
+    assert err.value.reason is Reason.JUDGE_ERROR
 
 
 def test_in_flight_bound_holds(stub):
@@ -83,3 +89,9 @@ def test_retry_after_forms():
     assert retry_after_s("3") == 3.0
     assert retry_after_s(None) is None and retry_after_s("soon") is None
     assert 0 <= retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.001
+
+
+def test_status_reasons():
+    assert status_reason(400) is status_reason(401) is status_reason(404) is Reason.JUDGE_REFUSED
+    # Statuses that are retried are the judge's, also when the retries run out.
+    assert status_reason(429) is status_reason(500) is status_reason(501) is Reason.JUDGE_ERROR

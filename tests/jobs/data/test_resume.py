@@ -93,10 +93,10 @@ def test_other_settings_are_refused_and_restart_starts_over(ray_session, stub, w
 
 def test_other_weights_behind_the_same_name_are_refused(ray_session, stub, write_jsonl, tmp_path):
     path, out = write_jsonl(rows(15)), tmp_path / "out"
-    stub.behaviour.lineage = {"backend": "llama.cpp", "member": "m0", "model_sha256": "a" * 64}
+    stub.behaviour.lineage = {"backend": "llama.cpp", "model": "stub-judge", "member": "m0", "model_sha256": "a" * 64}
     run(config(stub, path, out))
     (out / "scores" / "part-00001.manifest.json").unlink()
-    stub.behaviour.lineage = {"backend": "llama.cpp", "member": "m0", "model_sha256": "b" * 64}
+    stub.behaviour.lineage = {"backend": "llama.cpp", "model": "stub-judge", "member": "m0", "model_sha256": "b" * 64}
     with pytest.raises(JudgeChangedError, match="member 'm0' now answers with weights bbbbbbbbbbbb"):
         run(config(stub, path, out))
     assert len(scored_ids(out)) == 10  # the finished shard is untouched, nothing was added

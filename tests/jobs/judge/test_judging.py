@@ -5,8 +5,11 @@ import math
 
 import pytest
 
-from jobs.client.http import OpenAIClient
-from jobs.judge.row_judge import JudgeSettings, RowJudge, expected_value, sample_seed, score_distribution
+from jobs.client.http import ApiError, OpenAIClient
+from jobs.judge.modes import ABSOLUTE, RELATIVE
+from jobs.judge.reasons import Reason
+from jobs.judge.row_judge import JudgeSettings, RowJudge, sample_seed, score_distribution
+from serve import wire
 
 
 def judge_one(stub, prompt="###Feedback: ", row_id="r1", **settings):
@@ -26,9 +29,9 @@ def test_score_distribution_merges_token_variants_and_renormalises():
     top = {"4": math.log(0.5), " 4": math.log(0.1), "5": math.log(0.2), "hello": math.log(0.2)}
     probs = score_distribution(top, ("1", "2", "3", "4", "5"))
     assert probs == pytest.approx([0, 0, 0, 0.75, 0.25])
-    assert expected_value(probs, "absolute") == pytest.approx(4.25)
+    assert ABSOLUTE.expected(probs) == pytest.approx(4.25)
     assert score_distribution({"x": -0.1}, ("A", "B")) is None
-    assert expected_value([0.3, 0.7], "relative") == pytest.approx(0.3)
+    assert RELATIVE.expected([0.3, 0.7]) == pytest.approx(0.3)
 
 
 def test_completions_protocol_feedback_then_constrained_score(stub):
@@ -71,7 +74,9 @@ def test_a_score_outside_the_choices_without_logprobs_is_a_sample_error(stub):
     stub.behaviour.score, stub.behaviour.logprobs = "maybe", False
     row = judge_one(stub, num_samples=2)
     assert [s.score for s in row.samples] == [None, None]
-    assert row.errors and "no score in the judge's answer 'maybe'" in row.errors[0]
+    assert row.errors and "no score in the judge's answer 'maybe'" in row.errors[0].message
+    assert [e.reason for e in row.errors] == [Reason.UNPARSED_VERDICT] * 2
+    assert row.errors[1].message.startswith("sample 2: ")
 
 
 def test_chat_protocol_parses_text_verdicts(stub):
@@ -81,22 +86,117 @@ def test_chat_protocol_parses_text_verdicts(stub):
     assert row.samples[0].feedback == "Clear and correct."
     stub.behaviour.chat_text = "I think it deserves a high mark."
     row = judge_one(stub, api="chat", num_samples=1)
-    assert row.samples[0].score is None and "unparsed verdict: no verdict found" in row.errors[0]
+    assert row.samples[0].score is None and "unparsed verdict: no verdict found" in row.errors[0].message
+    assert row.errors[0].reason is Reason.UNPARSED_VERDICT
 
 
 def test_failed_requests_and_hangs_end_as_row_errors(stub):
     stub.behaviour.fail_first, stub.behaviour.fail_status = 100, 503
     row = judge_one(stub, num_samples=2)
     assert [s.score for s in row.samples] == [None, None]
-    assert "judge request failed" in row.errors[0] and "HTTP 503" in row.errors[0]
+    assert "judge request failed" in row.errors[0].message and "HTTP 503" in row.errors[0].message
+    assert [e.reason for e in row.errors] == [Reason.JUDGE_ERROR]  # one row error, no sample errors
 
 
 def test_prompts_that_cannot_fit_are_not_sent(stub):
     stub.behaviour.max_model_len = 100
     row = judge_one(stub, prompt="word " * 200, max_model_len=100)
-    assert "prompt too long: 251 tokens" in row.errors[0] and "context is 100 tokens" in row.errors[0]
+    assert "prompt too long: 251 tokens" in row.errors[0].message and "context is 100 tokens" in row.errors[0].message
+    assert row.errors[0].reason is Reason.PROMPT_TOO_LONG
     assert stub.stats.by_path.get("/v1/completions", 0) == 0
     # A prompt that fits gets max_tokens cut to the room that is left.
     row = judge_one(stub, prompt="word " * 40, max_model_len=100, max_tokens=256)
     assert not row.errors
     assert stub.stats.bodies[0]["max_tokens"] == 100 - 51 - 8
+
+
+def test_hangs_are_timeouts(stub):
+    stub.behaviour.hang_s = 2
+    s = JudgeSettings(model="stub-judge", num_samples=1)
+
+    async def go():
+        client = OpenAIClient(stub.url, max_retries=0, backoff_s=0.001, timeout_s=0.2)
+        try:
+            return await RowJudge(client, s).judge("###Feedback: ", "r1")
+        finally:
+            await client.aclose()
+
+    row = asyncio.run(go())
+    assert [e.reason for e in row.errors] == [Reason.JUDGE_TIMEOUT]
+
+
+# -- the route's protocol, chosen by settings, not by what an answer carries --------------------
+LINEAGE = {"backend": "llama.cpp", "model": "stub-judge", "member": "cpu-0", "replica": "r7", "model_sha256": "ab"}
+
+
+class RecordingClient:
+    """A client that answers from a script and records each request with its headers."""
+
+    def __init__(self, lineage=LINEAGE, fail_score_step=False):
+        self.lineage, self.fail_score_step = lineage, fail_score_step
+        self.requests = []
+
+    async def post(self, path, body, priority=0.0, headers=None):
+        self.requests.append((path, body, headers))
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        if body.get("max_tokens") == 1:  # the verdict step
+            if self.fail_score_step:
+                raise ApiError("timed out (after 2 attempts)", reason=Reason.JUDGE_TIMEOUT)
+            choices = [{"text": "3", "logprobs": {"top_logprobs": [{"3": 0.0}]}} for _ in prompts]
+        else:
+            choices = [{"text": "Feedback: fine ", "finish_reason": "stop"} for _ in range(body.get("n", 1))]
+        answer = {"choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        if self.lineage:
+            wire.with_lineage(answer, wire.Lineage(**self.lineage))  # as the route answers
+        return answer, {}
+
+
+def judge_with(client, **settings):
+    return asyncio.run(RowJudge(client, JudgeSettings(model="stub-judge", **settings)).judge("###Feedback: ", "r1"))
+
+
+def test_route_gets_one_verdict_request_for_all_samples_preferring_the_member():
+    client = RecordingClient()
+    row = judge_with(client, num_samples=3, route=True)
+    assert [s.score for s in row.samples] == [3, 3, 3] and not row.errors
+    (_, feedback, _), (path, verdict, headers) = client.requests
+    assert path == "completions" and len(verdict["prompt"]) == 3
+    assert headers == wire.prefer_member("cpu-0")
+    assert row.lineage == LINEAGE
+
+
+def test_a_server_that_names_a_member_is_not_taken_for_the_route():
+    client = RecordingClient()
+    row = judge_with(client, num_samples=3)  # route=False: one verdict request per sample, no header
+    assert [s.score for s in row.samples] == [3, 3, 3]
+    verdicts = client.requests[1:]
+    assert len(verdicts) == 3 and all(isinstance(b["prompt"], str) and h is None for _, b, h in verdicts)
+    assert row.lineage["member"] == "cpu-0"  # lineage is still read
+
+
+def test_route_without_a_member_sends_no_header():
+    client = RecordingClient(lineage=None)
+    row = judge_with(client, num_samples=2, route=True)
+    assert client.requests[1][2] is None and row.lineage == {"backend": "openai-compatible"}
+
+
+@pytest.mark.parametrize("route", [False, True])
+def test_a_failed_verdict_step_keeps_feedback_and_the_reason(route):
+    row = judge_with(RecordingClient(fail_score_step=True), num_samples=2, route=route)
+    assert [s.score for s in row.samples] == [None, None] and [s.feedback for s in row.samples] == ["fine"] * 2
+    assert [(e.reason, e.message) for e in row.errors] == [
+        (Reason.JUDGE_TIMEOUT, f"sample {i}: score request failed: timed out (after 2 attempts)") for i in (1, 2)]
+
+
+def test_settings_from_config_and_the_prompt_format():
+    from jobs.config import load_config
+    from tests.conftest import QUICKSTART
+
+    cfg = load_config(QUICKSTART, ["judge.mode=relative", "judge.prompt_format=<s>{system}|{prompt}",
+                                   "sampling.num_samples=2"])
+    s = JudgeSettings.from_config(cfg, max_model_len=2048, route=True)
+    assert (s.mode, s.num_samples, s.max_model_len, s.route) == ("relative", 2, 2048, True)
+    assert s.system_prompt == RELATIVE.system_prompt and s.choices == ("A", "B")
+    assert s.format_prompt("P") == f"<s>{RELATIVE.system_prompt}|P"
+    cfg.judge.system_prompt = "Be fair."
+    assert JudgeSettings.from_config(cfg).system_prompt == "Be fair."

@@ -61,7 +61,8 @@ def test_rubric_text_is_used_as_given_and_mapping_is_laid_out():
     mapping = {"criteria": "Is it kind?", **{f"score{i}_description": f"level {i}" for i in range(1, 6)}}
     assert format_rubric(mapping) == "[Is it kind?]\nScore 1: level 1\nScore 2: level 2\nScore 3: level 3\nScore 4: level 4\nScore 5: level 5"
     assert format_rubric("  [Custom]\nScore 1: x  ") == "[Custom]\nScore 1: x"
-    assert format_rubric(mapping, "relative") == "[Is it kind?]"
+    assert format_rubric(mapping, criteria_only=True) == "[Is it kind?]"
+    assert format_rubric({"criteria": "Is it kind?"}, criteria_only=True) == "[Is it kind?]"
 
 
 @pytest.mark.parametrize(

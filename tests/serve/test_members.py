@@ -1,0 +1,157 @@
+"""Building pool members (one path for every engine), the engine protocol, and the replica's use
+of it - with a fake engine registered like a real one, so the production path runs without one."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import asdict
+from typing import List
+
+import pytest
+
+from serve import members, wire
+from serve.config import ENGINES, AutoscalingConfig, ModelConfig, ServeConfig
+from serve.engines.base import Engine, EngineInfo, GenerationRequest, GenerationResult, Sample
+from serve.errors import MemberFull, MemberGone
+
+
+class FakeEngine:
+    """An `Engine` that answers "ok" at once; tokens are the characters' code points."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.info = None
+        self.running = False
+
+    async def start(self) -> EngineInfo:
+        self.running = True
+        self.info = EngineInfo("fake", "fake.gguf", "cd" * 32, self.config.context_length)
+        return self.info
+
+    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
+        return ([1] if add_special else []) + [ord(c) for c in text]
+
+    def bos_text(self) -> str:
+        return "<bos>"
+
+    def eos_text(self) -> str:
+        return "<eos>"
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return GenerationResult([Sample("ok", "stop", 1)] * request.n, len(request.prompt_tokens))
+
+    def stats(self) -> dict:
+        return {"running": 0}
+
+    def healthy(self) -> bool:
+        return self.running
+
+    async def shutdown(self) -> None:
+        self.running = False
+
+
+def protocol_methods(protocol) -> set:
+    return {name for name, _ in inspect.getmembers(protocol, inspect.isfunction) if not name.startswith("_")}
+
+
+def test_every_configurable_engine_has_a_builder():
+    assert set(members.ENGINES) == set(ENGINES)
+
+
+def test_one_path_builds_members_of_every_engine():
+    cfg = ServeConfig(models=[
+        ModelConfig(id="judge", engine="llama.cpp", name="cpu", replicas=2, max_ongoing_requests=3, max_queued_requests=5),
+        ModelConfig(id="judge", engine="openai", model="http://gpu-box:8000/v1", context_length=8192,
+                    engine_kwargs={"model": "prometheus", "api_key_env": "GPU_KEY"}),
+        ModelConfig(id="other judge", autoscaling=AutoscalingConfig(min_replicas=0, max_replicas=2)),
+    ])
+    pools = members.member_specs(cfg)
+    assert list(pools) == ["judge", "other judge"]
+    cpu, remote = pools["judge"]
+    assert (cpu.name, cpu.engine, cpu.deployment, cpu.replicas, cpu.max_ongoing, cpu.max_queued) == (
+        "cpu", "llama.cpp", "judge--cpu", 2, 3, 5)
+    assert cpu.app is not None and cpu.upstream is None
+    assert (remote.name, remote.deployment, remote.app, remote.context_length) == ("openai-1", None, None, 8192)
+    assert remote.upstream == members.UpstreamSettings("http://gpu-box:8000/v1", "prometheus", "GPU_KEY")
+    (scaled,) = pools["other judge"]
+    assert scaled.deployment == "other-judge--llamacpp-0" and scaled.replicas == 1
+
+
+def test_the_llama_cpp_engine_comes_from_the_registry_and_implements_the_protocol():
+    from serve.engines.llamacpp import LlamaCppEngine
+
+    assert members.engine_class("llama.cpp") is LlamaCppEngine
+    assert protocol_methods(Engine) <= protocol_methods(LlamaCppEngine)
+    assert protocol_methods(Engine) <= protocol_methods(FakeEngine)
+    with pytest.raises(ValueError, match="does not run in a ModelServer"):
+        members.engine_class("vllm")
+    with pytest.raises(ValueError, match="not one of"):
+        members.engine_class("tgi")
+
+
+def test_a_replica_uses_its_engine_only_through_the_protocol(monkeypatch):
+    from serve.model_server import ModelServer
+
+    monkeypatch.setitem(members.ENGINES, "fake", members.EngineEntry(
+        "serve.model_server:build_member", f"{__name__}:FakeEngine"))
+
+    async def scenario():
+        config = asdict(ModelConfig(id="judge", engine="fake", context_length=512))
+        server = await ModelServer.create(config, "fake-0")
+        assert isinstance(server.engine, FakeEngine)
+        reply = await server.completions({"model": "judge", "prompt": ["a", "b"], "n": 2})
+        card = server.card()
+        tokens = await server.tokenize({"model": "judge", "prompt": "hi"})
+        stats = server.stats()
+        await server.check_health()
+        await server.engine.shutdown()
+        with pytest.raises(RuntimeError, match="not running"):
+            await server.check_health()
+        return reply, card, tokens, stats
+
+    reply, card, tokens, stats = asyncio.run(scenario())
+    assert reply["status"] == 200 and len(reply["body"]["choices"]) == 4
+    lineage = wire.lineage_of(reply["body"])
+    assert lineage == wire.Lineage(backend="fake", model="judge", member="fake-0", model_file="fake.gguf",
+                                   model_sha256="cd" * 32)
+    assert wire.is_route_card(card) and wire.max_model_len(card) == 512 and card[wire.LINEAGE_FIELD]["engine"] == "fake"
+    assert tokens == {"status": 200, "body": {"count": 3, "max_model_len": 512, "tokens": [1, 104, 105]}}
+    assert stats == {"running": 0, "replica": None}
+
+
+class _Handle:
+    """A Serve handle whose every call raises `error`."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __getattr__(self, method):
+        handle = self
+
+        class _Method:
+            async def remote(self, body):
+                raise handle.error
+
+        return _Method()
+
+
+def ray_failure(kind: str) -> Exception:
+    from ray.exceptions import ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import BackPressureError
+
+    return {
+        "backpressure": lambda: BackPressureError(num_queued_requests=3, max_queued_requests=3),
+        "actor died": lambda: RayActorError(),
+        "actor unavailable": lambda: ActorUnavailableError("unreachable", None),
+        "a bug": lambda: KeyError("a bug"),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("backpressure", MemberFull), ("actor died", MemberGone), ("actor unavailable", MemberGone), ("a bug", KeyError),
+])
+def test_a_deployment_members_ray_failures_become_member_errors(kind, expected):
+    member = members.DeploymentMember(_Handle(ray_failure(kind)))
+    with pytest.raises(expected):
+        asyncio.run(member.call("completions", {}))
