@@ -109,9 +109,9 @@ class JudgeEndpoint:
     def __enter__(self) -> Endpoint:
         if not self._checked:
             self.check()
-        self._install_sigterm()
         try:
             self._connect_ray()
+            self._install_sigterm()  # after Ray: ray.init puts in a handler of its own
             if self._external is not None:
                 return self._external
             return self._deploy()

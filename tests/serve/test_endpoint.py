@@ -52,15 +52,23 @@ def test_deploys_waits_and_tears_down_only_what_it_started(ray_session):
         member = ModelConfig(id="owned-judge", name="stub", engine="openai", model=upstream.url,
                              context_length=1234, engine_kwargs={"model": "upstream-name"})
         cfg = ServeConfig(port=free_port(), front="direct", models=[member])
-        previous = signal.getsignal(signal.SIGTERM)
+        def before(signum, frame):  # whatever handler was there before the owner
+            pass
+
+        previous = signal.signal(signal.SIGTERM, before)
         owner = JudgeEndpoint(cfg, "owned-judge", app_name="owned")
-        with owner as endpoint:
-            assert endpoint.deployed and endpoint.route and endpoint.max_model_len == 1234
-            assert signal.getsignal(signal.SIGTERM) is not previous  # SIGTERM unwinds like Ctrl-C while it runs
-            answer = httpx.post(endpoint.url + "/completions", json={"model": "owned-judge", "prompt": "hi"}, timeout=30)
-            assert answer.status_code == 200
-            assert "owned" in serve.status().applications
-        assert signal.getsignal(signal.SIGTERM) is previous
+        try:
+            with owner as endpoint:
+                assert endpoint.deployed and endpoint.route and endpoint.max_model_len == 1234
+                with pytest.raises(KeyboardInterrupt):  # SIGTERM unwinds like Ctrl-C while it runs
+                    signal.raise_signal(signal.SIGTERM)
+                answer = httpx.post(endpoint.url + "/completions", json={"model": "owned-judge", "prompt": "hi"},
+                                    timeout=30)
+                assert answer.status_code == 200 and answer.json()["model"] == "owned-judge"
+                assert "owned" in serve.status().applications
+            assert signal.getsignal(signal.SIGTERM) is before
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         assert "owned" not in serve.status().applications
         assert ray_session.ray.is_initialized()  # a Ray it joined is left running
 

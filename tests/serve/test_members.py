@@ -113,8 +113,9 @@ def test_a_replica_uses_its_engine_only_through_the_protocol(monkeypatch):
     reply, card, tokens, stats = asyncio.run(scenario())
     assert reply["status"] == 200 and len(reply["body"]["choices"]) == 4
     lineage = wire.lineage_of(reply["body"])
+    # Outside Serve there is no replica id; the node is known only where this process joined a Ray.
     assert lineage == wire.Lineage(backend="fake", model="judge", member="fake-0", model_file="fake.gguf",
-                                   model_sha256="cd" * 32)
+                                   model_sha256="cd" * 32, node=lineage.node)
     assert wire.is_route_card(card) and wire.max_model_len(card) == 512 and card[wire.LINEAGE_FIELD]["engine"] == "fake"
     assert tokens == {"status": 200, "body": {"count": 3, "max_model_len": 512, "tokens": [1, 104, 105]}}
     assert stats == {"running": 0, "replica": None}
