@@ -124,9 +124,9 @@ class JudgeEndpoint:
             if self._deployed:
                 self._deployed = False
                 _quietly(lambda: _serve().delete(self.app_name), "could not delete the judge route")
-            if self._started_serve:
-                self._started_serve = False
+            if self._started_serve and not self._started_ray:  # (stopping a Ray we started stops its Serve)
                 _quietly(lambda: _serve().shutdown(), "could not shut Serve down")
+            self._started_serve = False
             if self._started_ray:
                 self._started_ray = False
                 import ray
