@@ -7,8 +7,9 @@ OpenAI URL checked), readiness awaited, and everything it started torn down on e
     with owner as endpoint:  # -> Endpoint(url, model, api_key, max_model_len, route, deployed)
         ...
 
-Commands (`score`, `serve`, `bench`), benchmarks and test fixtures all go through this class, so
-starting Ray, installing the SIGTERM handler, deploying, waiting and deleting are written once.
+`score` and `serve` (and so bench's judgefleet method), the benchmarks and the test fixtures all
+go through this class, so starting Ray, installing the SIGTERM handler, deploying, waiting and
+deleting are written once.
 Readiness is read from the route's typed `GET /pools` (`serve.wire`); the endpoint's model card
 says its context length and whether it is judgefleet's route (lineage, list prompts, member
 preference) or just any OpenAI server.
@@ -44,7 +45,9 @@ class Endpoint:
     model: str
     api_key: Optional[str]
     max_model_len: Optional[int]  # the judge's context in tokens, when the endpoint states it
-    route: bool  # judgefleet's route: answers carry lineage, completions take prompt lists, members can be preferred
+    # judgefleet's route (its model card says so): answers carry lineage, and a member can be
+    # preferred for a request, so jobs send each row's verdict steps as one list-prompt request.
+    route: bool
     deployed: bool  # deployed by this owner (and deleted when it exits)
 
 
@@ -64,7 +67,9 @@ class JudgeEndpoint:
         self._timeout_s = timeout_s
         self._external: Optional[Endpoint] = None
         self._checked = False
-        self._started_ray = self._started_serve = self._deployed = False
+        # Whether this owner connected to Ray, started a cluster of its own (its Serve ends with it),
+        # started Serve, and deployed the app: it undoes exactly those on exit.
+        self._connected = self._own_cluster = self._started_serve = self._deployed = False
         self._previous_sigterm = None
 
     # -- before Ray ---------------------------------------------------------------------------
@@ -92,7 +97,7 @@ class JudgeEndpoint:
                                 "set judge.api_key or $JUDGEFLEET_API_KEY")
         if response.status_code >= 400:
             raise EndpointError(f"judge.url: GET {url}/models answered HTTP {response.status_code}: "
-                                f"{_error_text(response)}")
+                                f"{wire.error_message(response.text, response.reason_phrase)}")
         try:
             cards = response.json().get("data") or []
         except (ValueError, AttributeError):
@@ -124,11 +129,11 @@ class JudgeEndpoint:
             if self._deployed:
                 self._deployed = False
                 _quietly(lambda: _serve().delete(self.app_name), "could not delete the judge route")
-            if self._started_serve and not self._started_ray:  # (stopping a Ray we started stops its Serve)
+            if self._started_serve and not self._own_cluster:  # a cluster of our own takes its Serve with it
                 _quietly(lambda: _serve().shutdown(), "could not shut Serve down")
             self._started_serve = False
-            if self._started_ray:
-                self._started_ray = False
+            if self._connected:
+                self._connected = self._own_cluster = False
                 import ray
 
                 ray.shutdown()
@@ -147,11 +152,12 @@ class JudgeEndpoint:
         if address and address != "local":
             ray.init(address=address, **common)
         else:
+            self._own_cluster = True
             # address="local": a new cluster of our own, never a stray one started on this machine.
             # Replicas block on their engine rather than on a CPU: more logical CPUs than cores.
             cores = os.cpu_count() or 1
             ray.init(address="local", num_cpus=self._ray_num_cpus or max(8, 4 * cores), **common)
-        self._started_ray = True
+        self._connected = True
 
     def _deploy(self) -> Endpoint:
         from serve.app import build_app
@@ -265,16 +271,6 @@ def _serve_running() -> bool:
 
 def _auth(key: Optional[str]) -> dict:
     return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-    except (ValueError, AttributeError):
-        pass
-    return (response.text or response.reason_phrase or "")[:300]
 
 
 def _quietly(action, what: str) -> None:

@@ -126,7 +126,7 @@ class ModelServer:
         try:
             return await self.engine.generate(GenerationRequest(tokens, params, n, text))
         except PromptTooLong as e:
-            raise OpenAIError(400, str(e), "prompt", "context_length_exceeded") from None
+            raise OpenAIError(400, str(e), "prompt", wire.CONTEXT_LENGTH_EXCEEDED) from None
         except ValueError as e:
             raise OpenAIError(400, str(e)) from None
 

@@ -4,7 +4,8 @@ An existing vLLM server on a GPU box, a llamafile, a hosted API: it joins a judg
 Ray-deployed member, but needs no replica of its own - the ingress forwards the body over HTTP,
 renaming the model if the upstream calls it something else, and answers with the same
 {"status", "body"} contract and lineage as the other engines. A server that does not answer
-is `MemberGone` to the router, like a replica that died.
+(or answers 5xx) is `MemberGone` to the router, like a replica that died; one that answers 429
+is `MemberFull`, like a replica whose queue is full.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import aiohttp
 
 from serve import wire
 from serve.config import ModelConfig
-from serve.errors import MemberGone, error_body
+from serve.errors import MemberFull, MemberGone, error_body
 from serve.members import MemberSpec, UpstreamSettings
 
 # Pool methods -> their path under an OpenAI base URL (".../v1"); /tokenize is not part of the
@@ -60,7 +61,9 @@ class Upstream:
         try:
             async with self._http.post(self.url + path, json=dict(body, model=self.upstream_model)) as response:
                 status = response.status
-                if status >= 500 or status == 429:
+                if status == 429:  # it is there, only busy: the next member may take it, or the client waits
+                    raise MemberFull("HTTP 429")
+                if status >= 500:
                     raise MemberGone(f"HTTP {status}")
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:

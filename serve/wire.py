@@ -18,6 +18,7 @@ header, a field or a path of them. Everything else on the wire is plain OpenAI.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -98,6 +99,35 @@ def requested_members(headers: Mapping[str, str]) -> Tuple[Optional[str], Option
     return headers.get(PIN_MEMBER_HEADER) or None, headers.get(PREFER_MEMBER_HEADER) or None
 
 
+# -- errors -------------------------------------------------------------------------------------
+# The OpenAI (and vLLM) error code of a prompt that does not fit the model's context.
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+def _error_field(text: str) -> Any:
+    try:
+        return json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return None
+
+
+def error_message(text: str, reason: str = "") -> str:
+    """The message of an OpenAI-shaped error body, else the start of the body, else the reason phrase."""
+    err = _error_field(text)
+    if isinstance(err, Mapping) and err.get("message"):
+        return str(err["message"])
+    if isinstance(err, str):
+        return err
+    return text[:300] or reason
+
+
+def error_code(text: str) -> Optional[str]:
+    """The `code` of an OpenAI-shaped error body (e.g. CONTEXT_LENGTH_EXCEEDED), if it has one."""
+    err = _error_field(text)
+    code = err.get("code") if isinstance(err, Mapping) else None
+    return code if isinstance(code, str) else None
+
+
 # -- model cards --------------------------------------------------------------------------------
 def model_card(model_id: str, context_length: int, lineage: Optional[Lineage], engine: str) -> dict:
     """A member's /v1/models entry."""
@@ -110,8 +140,8 @@ def model_card(model_id: str, context_length: int, lineage: Optional[Lineage], e
 def pool_card(model_id: str, member_cards: List[dict]) -> dict:
     """A pool's /v1/models entry: the first member's card, the smallest context of all members,
     and every member's lineage under `judgefleet.members`."""
-    if not member_cards:
-        return {"id": model_id, "object": "model", "owned_by": "judgefleet"}
+    if not member_cards:  # none answered yet (starting, busy): still the route's card, without lineage
+        return {"id": model_id, "object": "model", "owned_by": "judgefleet", LINEAGE_FIELD: {"members": []}}
     card = dict(member_cards[0])
     card["max_model_len"] = min(c["max_model_len"] for c in member_cards)
     card[LINEAGE_FIELD] = dict(member_cards[0].get(LINEAGE_FIELD) or {},

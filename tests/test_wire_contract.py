@@ -133,3 +133,11 @@ def test_pools_and_cards_read_back_with_wire():
     members = [wire.Lineage.from_json(m) for m in card[wire.LINEAGE_FIELD]["members"]]
     assert members == [f.lineage for f in fakes]
     assert _get(route, wire.HEALTH_PATH) == wire.health_json([MODEL])
+
+
+def test_a_route_whose_members_have_not_answered_still_says_it_is_the_route():
+    """The card is how a client tells judgefleet's route from another server: it must say so while
+    every member is still starting, or a job would fall back to one verdict request per sample."""
+    card = wire.pool_card("starting-judge", [])
+    assert wire.is_route_card(card) and wire.max_model_len(card) is None
+    assert not wire.is_route_card({"id": "x", "object": "model", "owned_by": "vllm", "max_model_len": 4096})

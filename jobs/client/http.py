@@ -31,6 +31,7 @@ from typing import Mapping, Optional, Tuple
 import aiohttp
 
 from jobs.judge.reasons import Reason
+from serve import wire
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -75,8 +76,11 @@ class ApiError(Exception):
         self.reason = reason
 
 
-def status_reason(status: int) -> Reason:
-    """The reason code of an HTTP error status that is not retried: a 4xx is the request's fault."""
+def status_reason(status: int, code: Optional[str] = None) -> Reason:
+    """The reason code of an HTTP error that is not retried: a 4xx is the request's fault, and a
+    prompt past the judge's context (the server found it, not our own count) is too long."""
+    if code == wire.CONTEXT_LENGTH_EXCEEDED:
+        return Reason.PROMPT_TOO_LONG
     return Reason.JUDGE_REFUSED if 400 <= status < 500 and status not in RETRY_STATUSES else Reason.JUDGE_ERROR
 
 
@@ -93,19 +97,6 @@ def retry_after_s(value: Optional[str]) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def error_message(text: str, reason: str = "") -> str:
-    """The message of an OpenAI-shaped error body, else the start of the body, else the reason phrase."""
-    try:
-        err = json.loads(text).get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    except (ValueError, AttributeError):
-        pass
-    return text[:300] or reason
 
 
 class OpenAIClient:
@@ -185,9 +176,11 @@ class OpenAIClient:
                     except ValueError:
                         problem = "the server answered with invalid JSON"
                 else:
-                    problem = f"HTTP {status}: {error_message(raw.decode('utf-8', 'replace'), reason)}"
+                    text = raw.decode("utf-8", "replace")
+                    problem = f"HTTP {status}: {wire.error_message(text, reason)}"
                     if status not in RETRY_STATUSES:
-                        raise ApiError(problem, status, attempt, retryable=False, reason=status_reason(status))
+                        raise ApiError(problem, status, attempt, retryable=False,
+                                       reason=status_reason(status, wire.error_code(text)))
                     wait_hint = retry_after_s(response_headers.get("retry-after"))
                     if status == 429 and time.monotonic() < deadline:
                         throttled += 1

@@ -33,8 +33,9 @@ class InProcessClient:
         finally:
             self._slots.release()
         if reply["status"] != 200:
-            raise ApiError(f"HTTP {reply['status']}: {reply['body']['error']['message']}", reply["status"],
-                           reason=status_reason(reply["status"]))
+            error = reply["body"]["error"]
+            raise ApiError(f"HTTP {reply['status']}: {error['message']}", reply["status"],
+                           reason=status_reason(reply["status"], error.get("code")))
         return reply["body"], {}
 
     async def get(self, path: str) -> Tuple[dict, dict]:

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 
 from jobs.config import JobConfig, to_dict
 from jobs.data.shards import manifest_path
+from jobs.judge.modes import get_mode
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,8 @@ class Lineage:
 
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.run.summary.update(metrics)
-        meta = {k: summary.get(k) for k in ("rows", "scored", "rows_with_errors", "mode", "mean_score", "parse_rate",
-                                             "shards")}
+        metric = get_mode(summary["mode"]).metric  # mean_score, or a_win_rate in relative mode
+        meta = {k: summary.get(k) for k in ("rows", "scored", "rows_with_errors", "mode", metric, "parse_rate", "shards")}
         artifact = wandb.Artifact(artifact_name("scores", Path(out_dir).resolve().name), type="scores",
                                   metadata={**meta, "inputs": self.inputs})
         for shard in shards:

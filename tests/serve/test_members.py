@@ -156,3 +156,22 @@ def test_a_deployment_members_ray_failures_become_member_errors(kind, expected):
     member = members.DeploymentMember(_Handle(ray_failure(kind)))
     with pytest.raises(expected):
         asyncio.run(member.call("completions", {}))
+
+
+@pytest.mark.parametrize("status, expected", [(429, MemberFull), (503, MemberGone), (500, MemberGone)])
+def test_an_upstream_that_is_busy_is_full_and_one_that_fails_is_gone(stub, status, expected):
+    """A 429 from an external member means "not now" (try another member, or tell the client to
+    wait); a 5xx means it is unusable for a moment (marked down)."""
+    from serve.upstream import Upstream
+
+    stub.behaviour.fail_first, stub.behaviour.fail_status = 1, status
+    member = ModelConfig(id="judge", name="ext", engine="openai", model=stub.url, engine_kwargs={"model": "stub-judge"})
+    upstream = Upstream(members.member_spec(member, "ext"))
+
+    async def twice():
+        with pytest.raises(expected):
+            await upstream.call("completions", {"model": "judge", "prompt": "hi", "max_tokens": 1})
+        return await upstream.call("completions", {"model": "judge", "prompt": "hi", "max_tokens": 1})
+
+    reply = asyncio.run(twice())
+    assert reply["status"] == 200 and wire.lineage_of(reply["body"]).member == "ext"

@@ -95,3 +95,15 @@ def test_status_reasons():
     assert status_reason(400) is status_reason(401) is status_reason(404) is Reason.JUDGE_REFUSED
     # Statuses that are retried are the judge's, also when the retries run out.
     assert status_reason(429) is status_reason(500) is status_reason(501) is Reason.JUDGE_ERROR
+
+
+def test_a_prompt_the_judge_finds_too_long_is_coded_so(stub):
+    """A server that counts the prompt past its context says so in the OpenAI error code; that row
+    is `prompt_too_long`, like one judgefleet refuses itself, not a generic refusal."""
+    from serve import wire
+
+    assert status_reason(400, wire.CONTEXT_LENGTH_EXCEEDED) is Reason.PROMPT_TOO_LONG
+    assert status_reason(400, "invalid_value") is Reason.JUDGE_REFUSED
+    body = '{"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}}'
+    assert wire.error_code(body) == wire.CONTEXT_LENGTH_EXCEEDED and wire.error_message(body) == "too long"
+    assert wire.error_code("<html>") is None and wire.error_message("", "Bad Request") == "Bad Request"
