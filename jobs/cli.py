@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   judgefleet score conf/quickstart.yaml --restart     # score again what output.dir already holds
   judgefleet serve conf/quickstart.yaml serve.port=8001
   judgefleet bench conf/bench.yaml dataset.limit=6
+  judgefleet agree runs/judge-a runs/judge-b data.json --ref gpt4_score --group idx
 """
 
 
@@ -39,9 +40,30 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    "(default: keep finished shards and score only the rest)")
             verb.add_argument("--retry-errors", action="store_true",
                               help="also judge again the rows of finished shards that ended with errors")
+    agree = verbs.add_parser(
+        "agree", help="how far judges agree with each other, with reference columns and with themselves (95%% intervals)",
+        description="Compare score dirs and reference columns on the rows they share (joined on row_id): every "
+                    "pair's correlations and agreement with bootstrap intervals, two judges against a reference, "
+                    "and each judge's self-consistency. Writes agreement.json and agreement.md.")
+    agree.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="a `judgefleet score` output dir or a data file (.json/.jsonl/.csv/.parquet); NAME=PATH names it")
+    agree.add_argument("--ref", action="append", default=[], metavar="COLUMN",
+                       help="a reference score column (numbers or lists of runs), read from the first SOURCE that has it; repeatable")
+    agree.add_argument("--group", metavar="COLUMN", help="resample whole groups of rows (e.g. a question id) in the bootstrap")
+    agree.add_argument("--out", default="runs/agreement", metavar="DIR", help="where agreement.json/.md go (default: %(default)s)")
+    agree.add_argument("--id-field", metavar="COLUMN",
+                       help="the dataset.id_field the score dirs were scored with (default: read from their job.json, else a content hash)")
+    agree.add_argument("--seed", type=int, default=0, metavar="N", help="bootstrap seed (default: %(default)s)")
+    agree.add_argument("--resamples", type=int, default=2000, metavar="N", help="bootstrap resamples (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.verb == "agree":
+            from jobs.commands.agree import AgreeSettings, run as agree_run
+
+            agree_run(AgreeSettings(tuple(args.sources), tuple(args.ref), args.group, args.out, args.id_field,
+                                    args.seed, args.resamples))
+            return 0
         from jobs.config import load_config
 
         cfg = load_config(args.config, args.overrides)

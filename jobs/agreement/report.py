@@ -1,0 +1,140 @@
+"""The analysis as files and as a terminal table: agreement.json holds every number,
+agreement.md the tables a reader wants, and the terminal shows the same tables with rich."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+from jobs.data.shards import write_json
+from jobs.errors import OutputError
+
+CORRELATION: Sequence[Tuple[str, str]] = (
+    ("pearson", "Pearson"), ("spearman", "Spearman"), ("kendall_tau_b", "Kendall tau-b"), ("icc_2_1", "ICC(2,1)"),
+)
+AGREEMENT: Sequence[Tuple[str, str]] = (
+    ("kappa_quadratic", "kappa (quadratic)"), ("krippendorff_alpha", "alpha (ordinal)"),
+    ("exact_agreement", "exact"), ("within_one", "within 1"), ("mean_offset", "offset a-b"),
+)
+PART_WHOLE = "+"  # marks a pair where one source is the mean of runs that include the other
+
+
+def write(out_dir: Path, report: dict) -> List[Path]:
+    """agreement.json and agreement.md under out_dir; OutputError if it cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "agreement.json", clean(report))
+        (out_dir / "agreement.md").write_text(markdown(report))
+    except OSError as e:
+        raise OutputError(f"--out: cannot write to '{out_dir}' ({e.strerror}); choose a writable directory") from None
+    return [out_dir / "agreement.json", out_dir / "agreement.md"]
+
+
+def clean(value: Any) -> Any:
+    """NaN and infinities -> None: JSON has no NaN, and a missing number is null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def interval(stat: Optional[dict], digits: int = 2) -> str:
+    """'0.81 [0.77, 0.85]'; '*' marks a percentile interval (BCa gave none); '-' an undefined value."""
+    if not stat or stat.get("estimate") is None:
+        return "-"
+    text = f"{stat['estimate']:.{digits}f}"
+    if stat.get("low") is None:
+        return text + " (no interval)"
+    mark = "" if stat["method"] == "BCa" else "*"
+    return f"{text} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]{mark}"
+
+
+def _pair_name(p: dict) -> Tuple[str, str]:
+    return p["a"], p["b"] + (f" {PART_WHOLE}" if p.get("part_whole") else "")
+
+
+def _left_out(p: dict) -> str:
+    return str(p["rows_missing"])
+
+
+def tables(report: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
+    """(title, header, rows) of each table, shared by the markdown and the terminal."""
+    pairs = report["pairs"]
+    out = [
+        ("Correlation", ["a", "b", "n", "left out", *(t for _, t in CORRELATION)],
+         [[*_pair_name(p), str(p["n"]), _left_out(p), *(interval(p["statistics"][k]) for k, _ in CORRELATION)]
+          for p in pairs]),
+        ("Agreement on the 1-5 scale", ["a", "b", *(t for _, t in AGREEMENT)],
+         [[*_pair_name(p), *(interval(p["statistics"][k]) for k, _ in AGREEMENT)] for p in pairs]),
+    ]
+    if report["versus_reference"]:
+        out.append(("Two judges against a reference (Pearson)",
+                    ["reference", "a", "b", "n", "r(a)", "r(b)", "r(a) - r(b)", "verdict"],
+                    [[v["reference"], v["a"], v["b"], str(v["n"]), interval(v["pearson_a"]), interval(v["pearson_b"]),
+                      interval(v["difference"]), v["verdict"]] for v in report["versus_reference"]]))
+    consistency = report["self_consistency"]
+    if consistency["samples"]:
+        out.append(("Self-consistency: alpha (ordinal) over each source's own samples or runs",
+                    ["source", "samples per row", "rows", "alpha"],
+                    [[s["source"], str(s["samples_per_row"]), str(s["n"]), interval(s["krippendorff_alpha"])]
+                     for s in consistency["samples"]]))
+    if consistency["run_to_run"]:
+        out.append(("Run to run: Pearson between two runs of one judge",
+                    ["a", "b", "judge", "n", "Pearson"],
+                    [[r["a"], r["b"], r["judge"], str(r["n"]), interval(r["pearson"])] for r in consistency["run_to_run"]]))
+    return out
+
+
+def _how(report: dict) -> str:
+    s = report["settings"]
+    over = f"the {report['clusters']} groups of `{s['group']}` (whole groups resampled)" if s.get("group") else "rows"
+    return (f"95% intervals: paired bootstrap over {over}, {s['resamples']} resamples, seed {s['seed']}; "
+            "BCa unless marked * (percentile). Categories use scores rounded half up. "
+            f"`{PART_WHOLE}`: one source is the mean of runs that include the other (agreement inflated).")
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Agreement", "", _how(report), "",
+             "| source | kind | rows | scored | from |", "| --- | --- | --- | --- | --- |"]
+    for s in report["sources"]:
+        origin = s["origin"] + (f" (judge {s['judge_model']})" if s.get("judge_model") else "")
+        lines.append(f"| {s['name']} | {s['kind']} | {s['rows']} | {s['scored']} | {origin} |")
+    for title, header, rows in tables(report):
+        lines += ["", f"## {title}", "", _md_row(header), _md_row(["---"] * len(header))]
+        lines += [_md_row(r) for r in rows]
+    lines += ["", "## Confusion matrices (rounded scores)"]
+    for p in report["pairs"]:
+        c = p["confusion"]
+        lines += ["", f"{c['rows']} (rows) by {c['columns']} (columns), {p['n']} rows:", "",
+                  _md_row([""] + [str(x) for x in c["labels"]]), _md_row(["---"] * (len(c["labels"]) + 1))]
+        lines += [_md_row([str(label)] + [str(v) for v in row]) for label, row in zip(c["labels"], c["matrix"])]
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def show(report: dict, files: Sequence[Path], console=None) -> None:
+    """The tables on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    for title, header, rows in tables(report):
+        table = Table(title=title, title_justify="left")
+        for name in header:
+            table.add_column(name, overflow="fold")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+    console.print(_how(report).replace("`", ""))
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    console.print(f"written: {', '.join(str(f) for f in files)} ({report['wall_s']:.1f} s)", soft_wrap=True)
