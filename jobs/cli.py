@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   judgefleet serve conf/quickstart.yaml serve.port=8001
   judgefleet bench conf/bench.yaml dataset.limit=6
   judgefleet agree runs/judge-a runs/judge-b data.json --ref gpt4_score --group idx
+  judgefleet quantize                                 # the bundled judge's ladder, into the model cache
+  judgefleet quantize model-f16.gguf --types Q4_K_M,Q8_0 --out models/
 """
 
 
@@ -44,17 +46,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         "agree", help="how far judges agree with each other, with reference columns and with themselves (95%% intervals)",
         description="Compare score dirs and reference columns on the rows they share (joined on row_id): every "
                     "pair's correlations and agreement with bootstrap intervals, two judges against a reference, "
-                    "and each judge's self-consistency. Writes agreement.json and agreement.md.")
+                    "and each judge's self-consistency. Writes agreement.json, agreement.md and report.html, "
+                    "and records a W&B run.")
     agree.add_argument("sources", nargs="+", metavar="SOURCE",
                        help="a `judgefleet score` output dir or a data file (.json/.jsonl/.csv/.parquet); NAME=PATH names it")
     agree.add_argument("--ref", action="append", default=[], metavar="COLUMN",
                        help="a reference score column (numbers or lists of runs), read from the first SOURCE that has it; repeatable")
     agree.add_argument("--group", metavar="COLUMN", help="resample whole groups of rows (e.g. a question id) in the bootstrap")
-    agree.add_argument("--out", default="runs/agreement", metavar="DIR", help="where agreement.json/.md go (default: %(default)s)")
+    agree.add_argument("--out", default="runs/agreement", metavar="DIR",
+                       help="where agreement.json/.md, report.html and the W&B run go (default: %(default)s)")
     agree.add_argument("--id-field", metavar="COLUMN",
                        help="the dataset.id_field the score dirs were scored with (default: read from their job.json, else a content hash)")
     agree.add_argument("--seed", type=int, default=0, metavar="N", help="bootstrap seed (default: %(default)s)")
     agree.add_argument("--resamples", type=int, default=2000, metavar="N", help="bootstrap resamples (default: %(default)s)")
+    agree.add_argument("--tracking", choices=("offline", "online", "disabled"), default="offline",
+                       help="the W&B run: offline under --out/wandb (upload later with `wandb sync`), online "
+                            "(needs $WANDB_API_KEY), or none (default: %(default)s)")
+    quantize = verbs.add_parser(
+        "quantize", help="write a ladder of GGUF files (one per llama.cpp quantization type) from a 16-bit GGUF",
+        description="Quantize a 16-bit GGUF with llama.cpp's own quantizer, one file per type, each with its sha256; "
+                    "files already there with the right digest are kept. Without SOURCE: the bundled judge, first "
+                    "expanded from its Q4_K_M to F16 (so the ladder re-quantizes Q4_K_M's values). Writes quantize.json "
+                    "beside the files.")
+    quantize.add_argument("source", nargs="?", metavar="SOURCE",
+                          help="an F16, BF16 or F32 GGUF file (default: the bundled judge)")
+    quantize.add_argument("--types", metavar="T1,T2,...",
+                          help="llama.cpp file types (default: Q2_K,Q3_K_M,Q4_K_M,Q5_K_M,Q8_0,F16)")
+    quantize.add_argument("--out", metavar="DIR",
+                          help="where the files go (default: the model cache, a folder named for the source's sha256)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -62,7 +81,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             from jobs.commands.agree import AgreeSettings, run as agree_run
 
             agree_run(AgreeSettings(tuple(args.sources), tuple(args.ref), args.group, args.out, args.id_field,
-                                    args.seed, args.resamples))
+                                    args.seed, args.resamples, args.tracking))
+            return 0
+        if args.verb == "quantize":
+            from jobs.commands.quantize import QuantizeSettings, run as quantize_run
+
+            types = None if args.types is None else tuple(args.types.split(","))
+            quantize_run(QuantizeSettings(args.source, types, args.out))
             return 0
         from jobs.config import load_config
 

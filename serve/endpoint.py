@@ -282,3 +282,12 @@ def _quietly(action, what: str) -> None:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def quantize_ladder(source, types, out_dir, on_step=None) -> list:
+    """`serve.quantize.ladder` for jobs/: one GGUF per llama.cpp type from a 16-bit GGUF (None: the
+    bundled judge, expanded), as `LadderFile`s. A source or type the user can fix raises ValueError
+    (`serve.quantize.QuantizeError`, one line); anything else that fails is another error."""
+    from serve.quantize import ladder
+
+    return ladder(source, types, out_dir, on_step)

@@ -1,5 +1,6 @@
 """The analysis as files and as a terminal table: agreement.json holds every number,
-agreement.md the tables a reader wants, and the terminal shows the same tables with rich."""
+agreement.md the tables a reader wants, report.html those tables with plots and judge cards
+(`report_html`), and the terminal shows the same tables with rich."""
 
 from __future__ import annotations
 
@@ -21,14 +22,18 @@ PART_WHOLE = "+"  # marks a pair where one source is the mean of runs that inclu
 
 
 def write(out_dir: Path, report: dict) -> List[Path]:
-    """agreement.json and agreement.md under out_dir; OutputError if it cannot be written."""
+    """agreement.json, agreement.md and report.html under out_dir; OutputError if they cannot be written."""
+    from jobs.agreement.report_html import render  # it imports this module's tables
+
+    cleaned = clean(report)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "agreement.json", clean(report))
+        write_json(out_dir / "agreement.json", cleaned)
         (out_dir / "agreement.md").write_text(markdown(report))
+        (out_dir / "report.html").write_text(render(cleaned), encoding="utf-8")
     except OSError as e:
         raise OutputError(f"--out: cannot write to '{out_dir}' ({e.strerror}); choose a writable directory") from None
-    return [out_dir / "agreement.json", out_dir / "agreement.md"]
+    return [out_dir / "agreement.json", out_dir / "agreement.md", out_dir / "report.html"]
 
 
 def clean(value: Any) -> Any:
@@ -89,7 +94,7 @@ def tables(report: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
     return out
 
 
-def _how(report: dict) -> str:
+def how(report: dict) -> str:
     s = report["settings"]
     over = f"the {report['clusters']} groups of `{s['group']}` (whole groups resampled)" if s.get("group") else "rows"
     return (f"95% intervals: paired bootstrap over {over}, {s['resamples']} resamples, seed {s['seed']}; "
@@ -98,7 +103,7 @@ def _how(report: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Agreement", "", _how(report), "",
+    lines = ["# Agreement", "", how(report), "",
              "| source | kind | rows | scored | from |", "| --- | --- | --- | --- | --- |"]
     for s in report["sources"]:
         origin = s["origin"] + (f" (judge {s['judge_model']})" if s.get("judge_model") else "")
@@ -134,7 +139,7 @@ def show(report: dict, files: Sequence[Path], console=None) -> None:
         for r in rows:
             table.add_row(*r)
         console.print(table)
-    console.print(_how(report).replace("`", ""))
+    console.print(how(report).replace("`", ""))
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"written: {', '.join(str(f) for f in files)} ({report['wall_s']:.1f} s)", soft_wrap=True)

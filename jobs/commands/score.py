@@ -13,6 +13,7 @@ from jobs.commands.common import check_columns, judge_endpoint, row_stream
 from jobs.config import JobConfig, to_dict
 from jobs.data import resume
 from jobs.data.datasource import check_readable, count_rows, make_datasource, resolve_paths
+from jobs.data.score_report import write_report
 from jobs.data.shards import ShardWriter, prepare_output_dir, write_json
 from jobs.data.summary import SummaryBuilder, print_summary
 from jobs.judge.row_judge import JudgeSettings
@@ -152,6 +153,7 @@ class ScoreRun:
                 "config": logged_config(self.cfg),
             },
         )
+        write_report(self.out_dir, result, shards)  # report.html; adds its `report` block to the summary
         write_json(self.out_dir / "summary.json", result)
         specs = [m for m in to_dict(self.cfg)["serve"]["models"] if m["id"] == j.model] if j.url is None else []
         self.lineage.use_model(j.model, url, summary.judges, specs)

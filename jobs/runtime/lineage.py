@@ -7,6 +7,8 @@ can be uploaded later with `wandb sync`. Artifacts record where every number cam
     model    the judge: model id, endpoint, and per pool member the weights' sha256 as the
              replicas reported them (a reference, never the weights themselves)
     scores   the Parquet shards, their manifests and summary.json, logged by the run
+    agreement  `agree`'s agreement.json/.md and report.html, naming the score dirs (their
+             summary.json, their `scores-<dir>` artifact) and data files it read
 
 Every file is added by reference, so nothing is copied to W&B's staging area outside the
 output dir and the offline run dir can be moved and synced elsewhere. W&B cannot record an
@@ -85,15 +87,21 @@ class Lineage:
 
     @classmethod
     def start(cls, cfg: JobConfig, job_type: str, out_dir: Path, name: Optional[str] = None) -> "Lineage":
-        if cfg.tracking.mode == "disabled":
+        return cls.start_run(logged_config(cfg), job_type, out_dir, cfg.tracking.mode, cfg.tracking.project, name)
+
+    @classmethod
+    def start_run(cls, config: Dict[str, Any], job_type: str, out_dir: Path, mode: str = "offline",
+                  project: str = "judgefleet", name: Optional[str] = None) -> "Lineage":
+        """A run whose config is a plain dict (a job without a JobConfig, such as `agree`)."""
+        if mode == "disabled":
             return cls(None)
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
             run = wandb.init(
-                project=cfg.tracking.project, job_type=job_type, name=name, config=logged_config(cfg),
-                dir=str(out_dir), mode=cfg.tracking.mode, reinit="create_new",
+                project=project, job_type=job_type, name=name, config=config,
+                dir=str(out_dir), mode=mode, reinit="create_new",
                 # No console capture, system metrics, code or git snapshot: the job's own output stays as it is.
                 settings=wandb.Settings(console="off", x_disable_stats=True, save_code=False, disable_git=True,
                                         silent=True),
@@ -169,6 +177,45 @@ class Lineage:
 
         self.run.summary.update(metrics)
         artifact = wandb.Artifact(artifact_name(kind, name), type=kind)
+        for f in files:
+            artifact.add_reference(Path(f).resolve().as_uri(), name=Path(f).name)
+        self.run.log_artifact(artifact)
+
+    @_tracking
+    def log_agreement(self, out_dir: Path, report: dict, files: Sequence[Path], score_dirs: Sequence[dict],
+                      data_files: Sequence[Path]) -> None:
+        """`agree`'s output: an `agreement` artifact holding its files by reference and naming what it
+        read - each score dir's summary.json and the scores artifact its score run logged
+        (`scores-<dir name>`), each data file by sha256. `score_dirs`: {"name", "path", "judge_model"}."""
+        import wandb
+
+        read = []
+        for d in score_dirs:
+            path = Path(d["path"]).resolve()
+            summary = path / "summary.json"
+            read.append({"source": d["name"], "path": str(path), "judge_model": d.get("judge_model"),
+                         "scores_artifact": artifact_name("scores", path.name),
+                         "summary_json": str(summary) if summary.is_file() else None,
+                         "summary_sha256": sha256_of(summary) if summary.is_file() else None})
+        data = [{"path": str(Path(f).resolve()), "bytes": Path(f).stat().st_size, "sha256": sha256_of(f)}
+                for f in data_files]
+        self.inputs.update({"scores": read, "data_files": data})
+        self.run.config.update({"inputs": self.inputs}, allow_val_change=True)
+        if not self.run.offline:  # W&B draws score runs -> agree, where those runs were synced
+            for r in read:
+                try:
+                    self.run.use_artifact(f"{r['scores_artifact']}:latest")
+                except Exception as e:  # noqa: BLE001 - an unsynced score run is no reason to lose this one
+                    log.warning("W&B: %s is not in project %s (sync its score run first): %s",
+                                r["scores_artifact"], self.run.project, e)
+        metrics: Dict[str, Any] = {"rows": report["rows"]}
+        for p in report["pairs"]:
+            for stat in ("pearson", "kappa_quadratic"):
+                metrics[f"{stat}/{p['a']} vs {p['b']}"] = p["statistics"][stat]["estimate"]
+        self.run.summary.update(metrics)
+        artifact = wandb.Artifact(artifact_name("agreement", Path(out_dir).resolve().name), type="agreement",
+                                  metadata={"rows": report["rows"], "sources": [s["name"] for s in report["sources"]],
+                                            "settings": report["settings"], "inputs": self.inputs})
         for f in files:
             artifact.add_reference(Path(f).resolve().as_uri(), name=Path(f).name)
         self.run.log_artifact(artifact)

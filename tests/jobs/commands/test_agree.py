@@ -1,6 +1,9 @@
 """`judgefleet agree` through the CLI: a data file with a list reference column and two small
-hand-made score dirs -> agreement.json, agreement.md and exit 0; errors a user can fix -> one line, exit 2."""
+hand-made score dirs -> agreement.json, agreement.md, report.html and exit 0, and an offline W&B
+run whose `agreement` artifact names the score runs it read; errors a user can fix -> one line, exit 2."""
 
+import base64
+import hashlib
 import json
 
 import numpy as np
@@ -8,6 +11,7 @@ import pytest
 
 from jobs.cli import main
 from tests.jobs.agreement.scoredirs import gold_mean, records, write_data, write_score_dir
+from tests.wandb_records import offline_run_file, read_records
 
 
 @pytest.fixture
@@ -29,8 +33,9 @@ def test_agree_writes_every_number(inputs, capsys):
     tmp, data, a, b, recs, good = inputs
     out = tmp / "agreement"
     rc = main(["agree", str(a), str(b), str(data), "--ref", "gold", "--group", "idx", "--out", str(out),
-               "--resamples", "60", "--seed", "3"])
+               "--resamples", "60", "--seed", "3", "--tracking", "disabled"])
     assert rc == 0, capsys.readouterr().err
+    assert (out / "report.html").is_file() and not (out / "wandb").exists()
     report = json.loads((out / "agreement.json").read_text())
     assert report["settings"]["resamples"] == 60 and report["settings"]["group"] == "idx"
     assert [s["name"] for s in report["sources"]] == ["judge-a", "judge-b", "gold", "gold[1]", "gold[2]"]
@@ -70,7 +75,7 @@ def test_agree_writes_every_number(inputs, capsys):
     # Deterministic with --seed.
     again = tmp / "again"
     main(["agree", str(a), str(b), str(data), "--ref", "gold", "--group", "idx", "--out", str(again),
-          "--resamples", "60", "--seed", "3"])
+          "--resamples", "60", "--seed", "3", "--tracking", "disabled"])
     second = json.loads((again / "agreement.json").read_text())
     assert second["pairs"] == report["pairs"] and second["versus_reference"] == report["versus_reference"]
 
@@ -84,9 +89,11 @@ def test_agree_writes_every_number(inputs, capsys):
     (["{a}"], "agree needs at least two sources to compare, found 1 (judge-a); add another score dir"),
     (["{data}"], "found 0 (none)"),
     (["{a}", "{b}", "--resamples", "5"], "--resamples 5: too few"),
+    (["{a}", "{b}", "--tracking", "online"], "--tracking online needs $WANDB_API_KEY"),
 ])
-def test_errors_a_user_can_fix_are_one_line_and_exit_2(inputs, capsys, args, message):
+def test_errors_a_user_can_fix_are_one_line_and_exit_2(inputs, capsys, monkeypatch, args, message):
     tmp, data, a, b, _recs, _good = inputs
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     (tmp / "empty").mkdir()
     (tmp / "notes.txt").write_text("hello")
     fill = {"tmp": tmp, "a": a, "b": b, "data": data}
@@ -95,4 +102,46 @@ def test_errors_a_user_can_fix_are_one_line_and_exit_2(inputs, capsys, args, mes
     assert rc == 2
     assert err.startswith("judgefleet: error: ") and err.count("\n") == 1, err
     assert message.format(**fill) in err
-    assert not (tmp / "out" / "agreement.json").exists()
+    assert not (tmp / "out" / "agreement.json").exists() and not (tmp / "out" / "wandb").exists()
+
+
+def test_agree_is_an_offline_wandb_run_naming_the_score_runs_it_read(inputs, capsys):
+    tmp, data, a, b, _recs, _good = inputs
+    out = tmp / "agreement"
+    assert main(["agree", str(a), f"second={b}", str(data), "--ref", "gold", "--out", str(out),
+                 "--resamples", "30"]) == 0  # offline by default
+    run_file = offline_run_file(out)
+    assert f"lineage: W&B offline run in {run_file.parent}" in capsys.readouterr().out.replace("\n", "")
+    records = read_records(run_file)
+    kinds = [r.WhichOneof("record_type") for r in records]
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.job_type == "agree" and run.project == "judgefleet"
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert artifact.type == "agreement" and artifact.name == "agreement-agreement"
+    entries = {e.path: e for e in artifact.manifest.contents}
+    assert set(entries) == {"agreement.json", "agreement.md", "report.html"}
+    for name, entry in entries.items():  # by reference, with each file's md5
+        assert entry.ref == (out / name).resolve().as_uri()
+        assert entry.digest == base64.b64encode(hashlib.md5((out / name).read_bytes()).digest()).decode()
+    meta = json.loads(artifact.metadata)
+    assert meta["rows"] == 24 and meta["sources"][:2] == ["judge-a", "second"]
+    read = meta["inputs"]["scores"]
+    assert [(r["source"], r["scores_artifact"], r["judge_model"]) for r in read] == [
+        ("judge-a", "scores-judge-a", "m1"), ("second", "scores-judge-b", "m1")]
+    for r, d in zip(read, (a, b)):
+        assert r["summary_json"] == str((d / "summary.json").resolve())
+        assert r["summary_sha256"] == hashlib.sha256((d / "summary.json").read_bytes()).hexdigest()
+    (data_file,) = meta["inputs"]["data_files"]
+    assert data_file["path"] == str(data.resolve())
+    assert data_file["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}  # as the run started, then updates
+    config.update({u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "config"
+                   for u in r.config.update})
+    assert config["inputs"] == meta["inputs"] and config["resamples"] == 30
+    summary = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for u in r.summary.update}
+    report = json.loads((out / "agreement.json").read_text())
+    pair = report["pairs"][0]
+    assert summary["rows"] == 24
+    assert summary[f"pearson/{pair['a']} vs {pair['b']}"] == pytest.approx(pair["statistics"]["pearson"]["estimate"])
+    assert kinds[-1] == "exit" and records[-1].exit.exit_code == 0
