@@ -52,6 +52,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="a `judgefleet score` output dir or a data file (.json/.jsonl/.csv/.parquet); NAME=PATH names it")
     agree.add_argument("--ref", action="append", default=[], metavar="COLUMN",
                        help="a reference score column (numbers or lists of runs), read from the first SOURCE that has it; repeatable")
+    agree.add_argument("--label", metavar="COLUMN",
+                       help="pairwise score dirs (relative, pairwise_absolute): the column saying which response "
+                            "is better (A or B); accuracy, position bias, ties, length bias, McNemar")
     agree.add_argument("--group", metavar="COLUMN", help="resample whole groups of rows (e.g. a question id) in the bootstrap")
     agree.add_argument("--out", default="runs/agreement", metavar="DIR",
                        help="where agreement.json/.md, report.html and the W&B run go (default: %(default)s)")
@@ -81,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from jobs.commands.agree import AgreeSettings, run as agree_run
 
             agree_run(AgreeSettings(tuple(args.sources), tuple(args.ref), args.group, args.out, args.id_field,
-                                    args.seed, args.resamples, args.tracking))
+                                    args.seed, args.resamples, args.tracking, args.label))
             return 0
         if args.verb == "quantize":
             from jobs.commands.quantize import QuantizeSettings, run as quantize_run

@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 from jobs.errors import ConfigError
 from serve.config import BUNDLED_MODEL_ID, ServeConfig, validate_serve_config
 
-MODES = ("absolute", "relative")
+MODES = ("absolute", "relative", "pairwise_absolute")
 APIS = ("completions", "chat")
 TRACKING_MODES = ("offline", "online", "disabled")
 BENCH_METHODS = ("article", "engine", "judgefleet")
@@ -39,6 +39,10 @@ class JudgeConfig:
     # chat: one chat answer per sample, verdict parsed from the text.
     api: str = "completions"
     mode: str = "absolute"
+    # Relative mode: judge each pair in both orders, (A, B) and (B, A), and keep both verdicts and
+    # their agreement. null: true in relative mode (false where dataset.prompt_field holds whole
+    # prompts, which cannot be swapped), false otherwise.
+    swap: Optional[bool] = None
     # None: Prometheus' own system message for the mode.
     system_prompt: Optional[str] = None
     # How a completions prompt is laid out; {system} and {prompt} are filled in. Base models
@@ -69,6 +73,12 @@ class DatasetConfig:
     response_field: str = "response"
     response_a_field: str = "response_a"
     response_b_field: str = "response_b"
+    # pairwise_absolute mode: the two responses, each graded alone; the chosen one should win.
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+    # pairwise_absolute mode with whole prompts: prompt_field holds the chosen response's prompt,
+    # this column the rejected one's.
+    rejected_prompt_field: Optional[str] = None
     # A column absent from the dataset, or empty in a row, means "no reference answer".
     reference_field: Optional[str] = "reference_answer"
     # Per-row rubric: text, or {criteria, score1_description, ..., score5_description}.
@@ -198,6 +208,18 @@ def validate(cfg: JobConfig) -> None:
     j, d, s, o = cfg.judge, cfg.dataset, cfg.sampling, cfg.output
     _choice("judge.mode", j.mode, MODES)
     _choice("judge.api", j.api, APIS)
+    from jobs.judge.modes import get_mode  # pyarrow: not imported with the config module
+
+    try:
+        get_mode(j.mode).with_swap(j.swap)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if j.swap and d.prompt_field:
+        raise ConfigError(f"judge.swap: dataset.prompt_field ({d.prompt_field}) holds whole prompts, whose responses "
+                          "cannot be swapped; set judge.swap=false, or give the responses as columns (dataset.response_a_field ...)")
+    problem = get_mode(j.mode).dataset_problem(d)
+    if problem:
+        raise ConfigError(problem)
     _choice("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
     if cfg.tracking.mode == "online" and not os.environ.get("WANDB_API_KEY"):
         raise ConfigError("tracking.mode: online needs $WANDB_API_KEY; set it, or use tracking.mode=offline and `wandb sync` later")
@@ -282,3 +304,12 @@ def _yaml_value(text: str):
 
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def swap_of(cfg: JobConfig) -> bool:
+    """`judge.swap` resolved: null is the mode's default, false where prompts are whole."""
+    from jobs.judge.modes import get_mode
+
+    if cfg.judge.swap is not None:
+        return cfg.judge.swap
+    return get_mode(cfg.judge.mode).swap_default and not cfg.dataset.prompt_field

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from aiohttp import web
 
@@ -25,6 +25,8 @@ from serve import wire
 class StubBehaviour:
     model: str = "stub-judge"
     score: str = "4"  # the answer to score steps (a choice or any text)
+    # prompt -> the answer to its score step, in place of `score` (e.g. by the responses it shows)
+    score_for: Optional[Callable[[str], str]] = None
     feedback: str = "The response is adequate."
     chat_text: Optional[str] = None  # chat answer; default "Feedback: {feedback} [RESULT] {score}"
     fail_first: int = 0  # fail this many requests first ...
@@ -161,18 +163,26 @@ class StubOpenAIServer:
             if isinstance(body.get("prompt"), list):  # a list of prompts: n choices for each, as OpenAI answers
                 n *= len(body["prompt"])
             score_step = body.get("max_tokens") == 1 and body.get("structured_outputs")
+            asked = body.get("prompt") if isinstance(body.get("prompt"), list) else [body.get("prompt")]
+            per_prompt = n // len(asked)
+
+            def choice(i: int) -> dict:
+                score = b.score_for(str(asked[i // per_prompt])) if b.score_for and score_step else b.score
+                text = "" if b.empty else (score if score_step else f"Feedback: {b.feedback} ")
+                logprobs = None
+                if score_step and body.get("logprobs") and b.logprobs and not b.empty:
+                    choices = body["structured_outputs"]["choice"]
+                    probs = {c: (0.7 if c == score else 0.3 / max(1, len(choices) - 1)) for c in choices}
+                    logprobs = {"tokens": [text], "token_logprobs": [math.log(probs.get(text, 0.01))],
+                                "top_logprobs": [{c: math.log(p) for c, p in probs.items()}], "text_offset": [0]}
+                return {"index": i, "text": text, "finish_reason": "stop", "logprobs": logprobs}
+
             text = "" if b.empty else (b.score if score_step else f"Feedback: {b.feedback} ")
-            logprobs = None
-            if score_step and body.get("logprobs") and b.logprobs and not b.empty:
-                choices = body["structured_outputs"]["choice"]
-                probs = {c: (0.7 if c == b.score else 0.3 / max(1, len(choices) - 1)) for c in choices}
-                logprobs = {"tokens": [text], "token_logprobs": [math.log(probs.get(text, 0.01))],
-                            "top_logprobs": [{c: math.log(p) for c, p in probs.items()}], "text_offset": [0]}
             prompt_tokens = len(str(body.get("prompt", ""))) // b.chars_per_token + 1
             completion_tokens = 1 if score_step else max(1, len(text) // b.chars_per_token)
             answer = {
                 "id": "cmpl-stub", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
-                "choices": [{"index": i, "text": text, "finish_reason": "stop", "logprobs": logprobs} for i in range(n)],
+                "choices": [choice(i) for i in range(n)],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens * n,
                           "total_tokens": prompt_tokens + completion_tokens * n},
             }

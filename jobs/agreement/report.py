@@ -18,6 +18,11 @@ AGREEMENT: Sequence[Tuple[str, str]] = (
     ("kappa_quadratic", "kappa (quadratic)"), ("krippendorff_alpha", "alpha (ordinal)"),
     ("exact_agreement", "exact"), ("within_one", "within 1"), ("mean_offset", "offset a-b"),
 )
+PAIRWISE: Sequence[Tuple[str, str]] = (
+    ("accuracy", "accuracy (ties wrong)"), ("accuracy_without_ties", "accuracy without ties"),
+    ("position_consistency", "position consistency"), ("first_position_preference", "first position preferred"),
+    ("tie_rate", "tie rate"), ("prefers_longer", "P(prefers longer)"),
+)
 PART_WHOLE = "+"  # marks a pair where one source is the mean of runs that include the other
 
 
@@ -69,7 +74,7 @@ def _left_out(p: dict) -> str:
 def tables(report: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
     """(title, header, rows) of each table, shared by the markdown and the terminal."""
     pairs = report["pairs"]
-    out = [
+    out = [] if not pairs else [
         ("Correlation", ["a", "b", "n", "left out", *(t for _, t in CORRELATION)],
          [[*_pair_name(p), str(p["n"]), _left_out(p), *(interval(p["statistics"][k]) for k, _ in CORRELATION)]
           for p in pairs]),
@@ -91,6 +96,24 @@ def tables(report: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
         out.append(("Run to run: Pearson between two runs of one judge",
                     ["a", "b", "judge", "n", "Pearson"],
                     [[r["a"], r["b"], r["judge"], str(r["n"]), interval(r["pearson"])] for r in consistency["run_to_run"]]))
+    out.extend(pairwise_tables(report.get("pairwise")))
+    return out
+
+
+def pairwise_tables(pw: Optional[dict]) -> List[Tuple[str, List[str], List[List[str]]]]:
+    """The tables of pairwise judges against the label, and their McNemar tests."""
+    if not pw:
+        return []
+    against = f"label `{pw['label']}`" if pw.get("label") else "no label (pairwise_absolute: the chosen one)"
+    out = [(f"Pairwise verdicts against {against}", ["judge", "n", "left out", *(t for _, t in PAIRWISE)],
+            [[j["name"], str(j["n"]), str(j["rows_missing"]), *(interval(j["statistics"][k]) for k, _ in PAIRWISE)]
+             for j in pw["judges"]])]
+    if pw.get("mcnemar"):
+        out.append(("McNemar (exact): two judges' accuracy on the same pairs, ties wrong",
+                    ["a", "b", "n", "accuracy a", "accuracy b", "only a right", "only b right", "p", "a - b", "verdict"],
+                    [[t["a"], t["b"], str(t["n"]), f"{t['accuracy_a']:.2f}", f"{t['accuracy_b']:.2f}",
+                      str(t["only_a_right"]), str(t["only_b_right"]), f"{t['p_value']:.3g}", interval(t["difference"]),
+                      t["verdict"]] for t in pw["mcnemar"]]))
     return out
 
 

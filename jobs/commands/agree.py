@@ -1,5 +1,7 @@
 """`judgefleet agree SOURCE...`: how far judges agree with one another, with reference scores and
 with themselves, each number with a 95% bootstrap interval. No Ray: it reads finished outputs.
+Score dirs of A/B verdicts (relative, pairwise_absolute) are measured against `--label`
+(jobs.agreement.pairwise); the others as scores.
 It writes agreement.json/.md and report.html, and is a W&B run (offline by default) whose
 `agreement` artifact names the score runs it read."""
 
@@ -14,6 +16,8 @@ from typing import List, Optional, Tuple
 
 from jobs.agreement import compare, load, show, write
 from jobs.agreement.figures import figure_data, judge_cards
+from jobs.agreement.pairwise import compare_pairwise, is_pairwise_dir, load_pairwise
+from jobs.agreement.sources import _parse_spec
 from jobs.agreement.sources import JUDGE
 from jobs.config import TRACKING_MODES, TrackingConfig
 from jobs.errors import ConfigError
@@ -32,6 +36,7 @@ class AgreeSettings:
     seed: int = 0
     resamples: int = 2000
     tracking: str = "offline"
+    label: Optional[str] = None  # pairwise dirs: the column naming the better response (A/B)
 
 
 def run(settings: AgreeSettings, console=None) -> dict:
@@ -46,12 +51,26 @@ def run(settings: AgreeSettings, console=None) -> dict:
         raise ConfigError(f"--tracking {settings.tracking}: use one of {', '.join(TRACKING_MODES)}")
     if settings.tracking == "online" and not os.environ.get("WANDB_API_KEY"):
         raise ConfigError("--tracking online needs $WANDB_API_KEY; set it, or use --tracking offline and `wandb sync` later")
-    joined = load(settings.sources, settings.refs, settings.group, settings.id_field)
-    log.info("joined %d rows of %d sources", len(joined.row_ids), len(joined.sources))
+    pairwise = [s for s in settings.sources if is_pairwise_dir(_parse_spec(s)[1])]
+    scalar = [s for s in settings.sources if s not in pairwise]
     report = {"settings": {**asdict(settings), "confidence": 0.95}}
-    report.update(compare(joined, settings.resamples, settings.seed))
-    report["figures"] = figure_data(joined, report)
-    report["judge_cards"] = judge_cards(report)
+    if pairwise:
+        pair_sources = load_pairwise(settings.sources, settings.label, settings.group, settings.id_field)
+        report["pairwise"] = compare_pairwise(pair_sources, settings.label, settings.group, settings.resamples,
+                                              settings.seed)
+    elif settings.label:
+        raise ConfigError(f"--label {settings.label}: no SOURCE is a score dir of A/B verdicts (judge.mode relative "
+                          "or pairwise_absolute); --label measures those")
+    if not pairwise or settings.refs or sum(_parse_spec(s)[2] for s in scalar) >= 2:
+        joined = load(scalar, settings.refs, settings.group, settings.id_field)
+        log.info("joined %d rows of %d sources", len(joined.row_ids), len(joined.sources))
+        report.update(compare(joined, settings.resamples, settings.seed))
+        report["figures"] = figure_data(joined, report)
+        report["judge_cards"] = judge_cards(report)
+    else:  # pairwise dirs alone: no scores to correlate
+        report.update({"sources": [], "rows": report["pairwise"]["rows"], "clusters": None, "pairs": [],
+                       "versus_reference": [], "self_consistency": {"samples": [], "run_to_run": []}, "notes": [],
+                       "figures": {}, "judge_cards": []})
     report["wall_s"] = round(time.perf_counter() - started, 3)
     out = Path(settings.out).expanduser()
     files = write(out, report)
@@ -62,6 +81,8 @@ def run(settings: AgreeSettings, console=None) -> dict:
     try:
         score_dirs = [{"name": s["name"], "path": s["origin"], "judge_model": s.get("judge_model")}
                       for s in report["sources"] if s["kind"] == JUDGE]
+        score_dirs += [{"name": s["name"], "path": s["origin"], "judge_model": s.get("judge_model")}
+                       for s in report.get("pairwise", {}).get("judges", [])]
         lineage.log_agreement(out, report, files, score_dirs, data_files(settings.sources))
         failed = False
     finally:

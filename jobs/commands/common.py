@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 from typing import Iterable, Optional
 
-from jobs.config import JobConfig
+from jobs.config import JobConfig, swap_of
 from jobs.data.datasource import RowStream
 from jobs.errors import DatasetError
-from jobs.judge.modes import get_mode
+from jobs.judge.modes import get_mode, job_mode
 from jobs.runtime.pipeline import RESULT_COLUMNS, prompt_columns
 from serve.endpoint import JudgeEndpoint
 
@@ -24,7 +24,8 @@ def judge_endpoint(cfg: JobConfig, deploy: bool = False) -> JudgeEndpoint:
 
 def row_stream(cfg: JobConfig, files, skip: Iterable[str] = (), prompts: bool = True) -> RowStream:
     """The dataset's rows with their ids (less `skip`), and their judge prompts when `prompts`."""
-    annotate = functools.partial(prompt_columns, dataset=cfg.dataset, mode=cfg.judge.mode) if prompts else None
+    mode = job_mode(cfg.judge.mode, swap_of(cfg))
+    annotate = functools.partial(prompt_columns, dataset=cfg.dataset, mode=mode) if prompts else None
     return RowStream(files, cfg.dataset.format, cfg.dataset.id_field, cfg.dataset.limit, reserved=RESULT_COLUMNS,
                      annotate=annotate, skip=frozenset(skip))
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 import pyarrow.parquet as pq
 
 from jobs.commands.common import check_columns, judge_endpoint, row_stream
-from jobs.config import JobConfig, to_dict
+from jobs.config import JobConfig, swap_of, to_dict
 from jobs.data import resume
 from jobs.data.datasource import check_readable, count_rows, make_datasource, resolve_paths
 from jobs.data.score_report import write_report
@@ -146,7 +146,7 @@ class ScoreRun:
             time.perf_counter() - scoring_started,
             extra={
                 "total_time_s": round(time.perf_counter() - self.started, 3),
-                "judge": {"model": j.model, "url": url, "api": j.api, "mode": j.mode},
+                "judge": {"model": j.model, "url": url, "api": j.api, "mode": j.mode, "swap": swap_of(self.cfg)},
                 "dataset": str(self.cfg.dataset.path),
                 "output_dir": str(self.out_dir),
                 "shards": len(shards),

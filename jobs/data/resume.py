@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.config import JobConfig, to_dict
+from jobs.config import JobConfig, swap_of, to_dict
 from jobs.data.datasource import ROW_ID
 from jobs.errors import ConfigError, JudgefleetError
 from jobs.data.shards import manifest_path, write_json, write_shard
@@ -53,6 +53,10 @@ class Finished:
     next_index: int = 0
 
 
+_ADDED_DEFAULTS = {"judge.swap": False, "dataset.chosen_field": "chosen", "dataset.rejected_field": "rejected",
+                   "dataset.rejected_prompt_field": None}
+
+
 def fingerprint(cfg: JobConfig) -> Dict[str, object]:
     """The settings that decide a verdict, flattened to `section.key` -> value."""
     raw = to_dict(cfg)
@@ -63,6 +67,12 @@ def fingerprint(cfg: JobConfig) -> Dict[str, object]:
             if name not in _NOT_VERDICT:
                 flat[name] = value
     flat["dataset.path"] = str(Path(cfg.dataset.path).expanduser().resolve())
+    # judge.swap as it applies (null means swapped in relative mode); left out where false, and the
+    # pairwise_absolute keys where at their defaults, so outputs made before they existed resume.
+    flat["judge.swap"] = swap_of(cfg)
+    for key, default in _ADDED_DEFAULTS.items():
+        if flat.get(key) == default:
+            del flat[key]
     if cfg.judge.url is None:  # the route deployed here: which weights each member loads
         for i, model in enumerate(raw["serve"]["models"]):
             if model["id"] == cfg.judge.model:

@@ -15,7 +15,8 @@ from jobs.judge.modes import Mode, get_mode
 from jobs.judge.reasons import Reason
 
 _COLUMNS = ("score", "scores", "score_expected", "errors", "error_reasons", "prompt_tokens", "completion_tokens",
-            "judge_backend", "judge_member", "judge_model_file", "judge_model_sha256")
+            "judge_backend", "judge_member", "judge_model_file", "judge_model_sha256", "consistent",
+            "scores_swapped", "scores_b")  # the last three: modes of two prompts a row
 
 
 class SummaryBuilder:
@@ -39,6 +40,7 @@ class SummaryBuilder:
         self.judges: Counter = Counter()
         # Counts at the start of this run; rates count only what this run scored.
         self._before = (0, 0, 0, 0)
+        self.consistent = Counter()  # relative mode in both orders: rows whose orders agree (True) or not
         self.groups: Dict[str, Dict[Any, List[float]]] = {g: defaultdict(lambda: [0, 0, 0.0]) for g in self.group_by}
         self.missing_groups: set = set()
 
@@ -52,8 +54,11 @@ class SummaryBuilder:
                 group_cols[g] = table.column(g).to_pylist()
             else:
                 self.missing_groups.add(g)
+        self.consistent.update(c for c in cols.get("consistent") or [] if c is not None)
         for i in range(table.num_rows):
             score, samples = cols["score"][i], cols["scores"][i] or []
+            for other in ("scores_swapped", "scores_b"):  # the row's second prompt's samples count too
+                samples = samples + ((cols.get(other) or [None] * table.num_rows)[i] or [])
             self.rows += 1
             self.samples += len(samples)
             got = [s for s in samples if s is not None]
@@ -118,6 +123,8 @@ class SummaryBuilder:
             "parse_rate": _ratio(self.samples_scored, self.samples),
             "mode": self.mode.name,
             self.mode.metric: _ratio(self.score_sum, self.scored),
+            **({"position_consistency": _ratio(self.consistent[True], sum(self.consistent.values()))}
+               if self.consistent else {}),
             self.mode.expected_metric: _ratio(self.expected_sum, self.expected_n),
         }
         out["sample_score_counts"] = dict(sorted(self.sample_counts.items()))
@@ -174,6 +181,8 @@ def print_summary(summary: dict, console=None) -> None:
     metric = summary[mode.metric]
     table.add_row(label, text.format(metric=_pct(metric) if mode.metric_is_share else _num(metric),
                                      expected=_num(summary[mode.expected_metric])))
+    if summary.get("position_consistency") is not None:
+        table.add_row("position consistency", f"{_pct(summary['position_consistency'])} of rows judged in both orders")
     table.add_row("sample scores", ", ".join(f"{k}: {v}" for k, v in summary["sample_score_counts"].items()) or "-")
     for g, groups in summary["by_group"].items():
         table.add_row(f"by {g}", "  ".join(f"{k}: {_num(v[mode.metric])} ({v['scored']}/{v['rows']})" for k, v in groups.items()))

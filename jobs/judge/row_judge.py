@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from jobs.client.http import ApiError, OpenAIClient
-from jobs.judge.modes import Score, get_mode
+from jobs.judge.modes import Mode, Score, get_mode, job_mode
 from jobs.judge.reasons import Failure, Reason
 from jobs.judge.verdict import RESULT_MARKER, parse_verdict
 from serve import wire
@@ -56,21 +56,31 @@ class JudgeSettings:
     max_model_len: Optional[int] = None
     # The endpoint is judgefleet's route: it takes a list of prompts, and a preferred member.
     route: bool = False
+    # Relative mode: each pair judged in both orders (`judge.swap`, resolved).
+    swap: bool = False
 
     @classmethod
     def from_config(cls, cfg: "JobConfig", max_model_len: Optional[int] = None, route: bool = False) -> "JudgeSettings":
         """The settings of a job's judge (`max_model_len`, `route`: what the endpoint says of itself)."""
+        from jobs.config import swap_of
+
         j, s = cfg.judge, cfg.sampling
         return cls(
             model=j.model, mode=j.mode, api=j.api, num_samples=s.num_samples, max_tokens=s.max_tokens,
             temperature=s.temperature, top_p=s.top_p, seed=s.seed, top_logprobs=s.top_logprobs, strict=j.strict,
             system_prompt=j.system_prompt if j.system_prompt is not None else get_mode(j.mode).system_prompt,
-            prompt_format=j.prompt_format, max_model_len=max_model_len, route=route,
+            prompt_format=j.prompt_format, max_model_len=max_model_len, route=route, swap=swap_of(cfg),
         )
 
     @property
+    def job_mode(self) -> Mode:
+        """The mode of the job's rows (prompts per row, columns): `mode` with `swap`."""
+        return job_mode(self.mode, self.swap)
+
+    @property
     def choices(self) -> tuple:
-        return get_mode(self.mode).choices
+        """The answers of one prompt's verdict step."""
+        return get_mode(self.mode).judged_as.choices
 
     def format_prompt(self, prompt: str) -> str:
         """A row's prompt as the completions API gets it (`prompt_format` with the system message)."""
@@ -94,6 +104,13 @@ class RowVerdict:
     completion_tokens: int = 0
     latency_s: float = 0.0
     lineage: Dict[str, str] = field(default_factory=dict)
+    # The samples of a row's further prompts (the swapped order, the rejected response).
+    more_samples: List[List[SampleVerdict]] = field(default_factory=list)
+
+    @property
+    def orders(self) -> List[List[SampleVerdict]]:
+        """Each prompt's samples, in the mode's `orders`."""
+        return [self.samples, *self.more_samples]
 
 
 def sample_seed(seed: Optional[int], row_id: str) -> Optional[int]:
@@ -127,16 +144,39 @@ class RowJudge:
     def __init__(self, client: OpenAIClient, settings: JudgeSettings):
         self.client = client
         self.s = settings
-        self.mode = get_mode(settings.mode)
+        self.mode = get_mode(settings.mode).judged_as  # how each prompt is judged
         self.supports_n = True
         self.supports_tokenize = True
         self._rows_started = itertools.count()
 
     async def judge(self, prompt: str, row_id: str) -> RowVerdict:
-        started = time.perf_counter()
         # Rows that started first get free request slots first (see OpenAIClient): the verdict
         # step of a row then follows its feedback while the judge still has it cached.
         _ROW_ORDER.set(next(self._rows_started))
+        return await self._judge_prompt(prompt, row_id)
+
+    async def judge_row(self, prompts: List[str], row_id: str, names: Optional[List[str]] = None) -> RowVerdict:
+        """A row of several prompts (both orders of a pair, two responses), sent together: the
+        same row priority and at once, so a route that caches prefixes prefills their shared
+        start once. One RowVerdict: the first prompt's samples, the others' in `more_samples`,
+        every error prefixed with its prompt's name (`names`, e.g. "BA"), tokens summed."""
+        if len(prompts) == 1:
+            return await self.judge(prompts[0], row_id)
+        started = time.perf_counter()
+        _ROW_ORDER.set(next(self._rows_started))
+        parts = await asyncio.gather(*(self._judge_prompt(p, row_id) for p in prompts))
+        names = names or [str(i + 1) for i in range(len(prompts))]
+        row = RowVerdict(samples=parts[0].samples, more_samples=[p.samples for p in parts[1:]],
+                         lineage=next((p.lineage for p in parts if p.lineage), {}))
+        for name, part in zip(names, parts):
+            row.errors.extend(e.prefixed(f"{name}: ") for e in part.errors)
+            row.prompt_tokens += part.prompt_tokens
+            row.completion_tokens += part.completion_tokens
+        row.latency_s = time.perf_counter() - started
+        return row
+
+    async def _judge_prompt(self, prompt: str, row_id: str) -> RowVerdict:
+        started = time.perf_counter()
         row = RowVerdict()
         try:
             if self.s.api == "chat":

@@ -10,6 +10,7 @@ a bad row: every row leaves with its verdict or its errors, each error with its 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from dataclasses import asdict
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from jobs.config import DatasetConfig
 from jobs.data.datasource import READ_ERROR, ROW_ID, ROW_INDEX
-from jobs.judge.modes import ABSOLUTE, Mode, get_mode
+from jobs.judge.modes import JOB_MODES, Mode, get_mode
 from jobs.judge.prompts import PromptError
 from jobs.judge.reasons import Failure, Reason
 from jobs.judge.row_judge import JudgeSettings, RowJudge, RowVerdict, SampleVerdict
@@ -27,6 +28,7 @@ from jobs.judge.row_judge import JudgeSettings, RowJudge, RowVerdict, SampleVerd
 log = logging.getLogger(__name__)
 
 PROMPT = "_prompt"
+MORE_PROMPTS = "_more_prompts"  # a row's further prompts (swapped order, second response), JSON text
 RENDER_ERROR = "_render_error"
 
 
@@ -40,6 +42,7 @@ def result_schema(mode: Union[str, Mode]) -> pa.Schema:
             ("score_expected", pa.float64()),
             ("score_probs", pa.list_(pa.list_(pa.float64()))),
             ("feedbacks", pa.list_(pa.string())),
+            *m.extra_fields(),
             ("errors", pa.list_(pa.string())),
             ("error_reasons", pa.list_(pa.string())),  # the reason code of each error, index-aligned
             ("judge_model", pa.string()),
@@ -55,24 +58,32 @@ def result_schema(mode: Union[str, Mode]) -> pa.Schema:
     )
 
 
-# Every mode has the same column names.
-RESULT_COLUMNS = tuple(result_schema(ABSOLUTE).names) + (ROW_ID, ROW_INDEX, "prompt")
+# Every column any mode writes (modes of several prompts a row add some).
+RESULT_COLUMNS = tuple(dict.fromkeys(n for m in JOB_MODES for n in result_schema(m).names)) + (ROW_ID, ROW_INDEX, "prompt")
 
 
 # -- rendering --------------------------------------------------------------------------------
 def prompt_columns(record: Optional[Dict[str, Any]], dataset: DatasetConfig,
                    mode: Union[str, Mode]) -> Dict[str, Optional[str]]:
     """The judge prompt of a record as read, or why it cannot have one (None: unreadable row).
+    A mode of several prompts a row also gets `MORE_PROMPTS` (the others, as JSON text).
 
     Runs in the read task on the record's own Python values, so a number where text belongs is
     still a number here, not the JSON text a mixed-type column becomes in Arrow.
     """
+    m = get_mode(mode)
+    several = len(m.orders) > 1
+    out: Dict[str, Optional[str]] = {PROMPT: None, RENDER_ERROR: None, **({MORE_PROMPTS: None} if several else {})}
     if record is None:
-        return {PROMPT: None, RENDER_ERROR: None}
+        return out
     try:
-        return {PROMPT: get_mode(mode).render_row(record, dataset), RENDER_ERROR: None}
+        prompts = m.render_prompts(record, dataset)
     except PromptError as e:
-        return {PROMPT: None, RENDER_ERROR: str(e)}
+        return dict(out, **{RENDER_ERROR: str(e)})
+    out[PROMPT] = prompts[0]
+    if several:
+        out[MORE_PROMPTS] = json.dumps(prompts[1:])
+    return out
 
 
 # -- judging ----------------------------------------------------------------------------------
@@ -113,11 +124,14 @@ class JudgeActor:
                                   patience_s=self.timeout_s)
             self._judge = RowJudge(client, self.settings)
         cols = batch.select([ROW_ID, PROMPT, READ_ERROR, RENDER_ERROR]).to_pydict()
+        more = (batch.column(MORE_PROMPTS).to_pylist() if MORE_PROMPTS in batch.column_names
+                else [None] * batch.num_rows)
         verdicts = await asyncio.gather(
-            *(self._one(rid, prompt, read_err, render_err)
-              for rid, prompt, read_err, render_err in zip(cols[ROW_ID], cols[PROMPT], cols[READ_ERROR], cols[RENDER_ERROR]))
+            *(self._one(rid, prompt, read_err, render_err, json.loads(others) if others else [])
+              for rid, prompt, read_err, render_err, others
+              in zip(cols[ROW_ID], cols[PROMPT], cols[READ_ERROR], cols[RENDER_ERROR], more))
         )
-        out = batch.drop_columns([PROMPT, RENDER_ERROR, READ_ERROR])
+        out = batch.drop_columns([c for c in (PROMPT, MORE_PROMPTS, RENDER_ERROR, READ_ERROR) if c in batch.column_names])
         if self.keep_prompt:
             out = out.append_column("prompt", batch.column(PROMPT))
         for name, column in result_columns(verdicts, self.settings).items():
@@ -125,32 +139,29 @@ class JudgeActor:
         return out
 
     async def _one(self, row_id: str, prompt: Optional[str], read_error: Optional[str],
-                   render_error: Optional[str]) -> RowVerdict:
-        n = self.settings.num_samples
+                   render_error: Optional[str], more: Optional[List[str]] = None) -> RowVerdict:
+        n, orders = self.settings.num_samples, self.settings.job_mode.orders
         if read_error:  # the reader could not take the row in
-            return _refused(Failure(Reason.UNREADABLE_ROW, read_error), n)
+            return _refused(Failure(Reason.UNREADABLE_ROW, read_error), n, len(orders))
         if render_error or prompt is None:
-            return _refused(Failure(Reason.BAD_ROW, f"bad row: {render_error}"), n)
+            return _refused(Failure(Reason.BAD_ROW, f"bad row: {render_error}"), n, len(orders))
         try:
-            return await self._judge.judge(prompt, row_id)
+            if len(orders) == 1:
+                return await self._judge.judge(prompt, row_id)
+            return await self._judge.judge_row([prompt, *(more or [])], row_id, list(orders))
         except Exception as e:  # noqa: BLE001 - a bug must cost one row, not the job
             log.exception("judging row %s failed", row_id)
-            return _refused(Failure(Reason.INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"), n)
+            return _refused(Failure(Reason.INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"), n, len(orders))
 
 
 def result_columns(verdicts: List[RowVerdict], s: JudgeSettings) -> Dict[str, pa.Array]:
     """The result columns of judged rows, typed by `result_schema`."""
-    mode = get_mode(s.mode)
+    mode = s.job_mode
     schema = result_schema(mode)
     values: Dict[str, list] = {name: [] for name in schema.names}
     for v in verdicts:
-        scores = [x.score for x in v.samples]
-        values["scores"].append(scores)
-        values["score"].append(mode.aggregate(scores))
-        expected = [x.expected for x in v.samples if x.expected is not None]
-        values["score_expected"].append(sum(expected) / len(expected) if expected else None)
-        values["score_probs"].append([x.probs for x in v.samples])
-        values["feedbacks"].append([x.feedback for x in v.samples])
+        for name, value in mode.row_values(v.orders).items():
+            values[name].append(value)
         values["errors"].append([e.message for e in v.errors] or None)
         values["error_reasons"].append([e.reason.value for e in v.errors] or None)
         values["judge_model"].append(s.model)
@@ -172,9 +183,10 @@ def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-def _refused(failure: Failure, n: int) -> RowVerdict:
-    """A row that is not sent to the judge: unscored samples and one error."""
-    return RowVerdict(samples=[SampleVerdict() for _ in range(n)], errors=[failure])
+def _refused(failure: Failure, n: int, prompts: int = 1) -> RowVerdict:
+    """A row that is not sent to the judge: unscored samples (of each prompt) and one error."""
+    return RowVerdict(samples=[SampleVerdict() for _ in range(n)], errors=[failure],
+                      more_samples=[[SampleVerdict() for _ in range(n)] for _ in range(prompts - 1)])
 
 
 # -- assembly ---------------------------------------------------------------------------------

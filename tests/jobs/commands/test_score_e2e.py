@@ -9,7 +9,7 @@ import pytest
 
 from jobs.config import load_config
 from jobs.commands.score import run
-from tests.conftest import QUICKSTART, REPO, VICUNA, free_port
+from tests.conftest import HHH, QUICKSTART, REPO, VICUNA, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +127,74 @@ def test_external_llama_cpp_server(llama_server, ray_session, write_jsonl, tmp_p
         assert len(row["scores"]) == 2 and all(s in (1, 2, 3, 4, 5) for s in row["scores"]), row["errors"]
         assert row["score_expected"] is not None
     assert summary["parse_rate"] == 1.0
+
+
+# -- pairwise grading: both orders, and two responses graded apart -------------------------------
+def quickstart_pairs():
+    """A/B rows from quickstart.jsonl's strong and weak answer to each question; the strong one is
+    A in even rows and B in odd ones (`better` says which)."""
+    from tests.conftest import QUICKSTART_DATA
+
+    by_question = {}
+    for line in QUICKSTART_DATA.read_text().splitlines():
+        r = json.loads(line)
+        by_question.setdefault(r["instruction"], {})[r["quality"]] = r
+    rows = []
+    for i, pair in enumerate(by_question.values()):
+        strong, weak = pair["strong"], pair["weak"]
+        a, b = (strong, weak) if i % 2 == 0 else (weak, strong)
+        rows.append({"id": f"pair-{i}", "instruction": strong["instruction"], "response_a": a["response"],
+                     "response_b": b["response"], "rubric": strong["rubric"],
+                     "reference_answer": strong["reference_answer"], "better": "A" if i % 2 == 0 else "B"})
+    return rows, {pair["strong"]["response"] for pair in by_question.values()}
+
+
+def test_relative_mode_judges_both_orders_and_agree_reports_position_consistency(ray_session, stub, write_jsonl,
+                                                                                tmp_path, capsys):
+    from jobs.cli import main
+
+    rows, strong = quickstart_pairs()
+    path = write_jsonl(rows)
+    # A judge that picks the strong answer wherever it is shown: right and consistent in both orders.
+    stub.behaviour.score_for = lambda p: "A" if p.split("###Response A:")[1].split("###Response B:")[0].strip() in strong else "B"
+    out = tmp_path / "out"
+    cfg = load_config(QUICKSTART, [f"judge.url={stub.url}", "judge.model=stub-judge", "judge.mode=relative",
+                                   f"dataset.path={path}", "dataset.id_field=id", "sampling.num_samples=2",
+                                   f"output.dir={out}", "output.group_by=[]", "tracking.mode=disabled"])
+    summary = run(cfg)
+    got = sorted(read_scores(out), key=lambda r: r["row_index"])
+    assert len(got) == len(rows) == 8 and summary["scored"] == 8
+    for row, src in zip(got, rows):
+        assert RESULT_COLUMNS | {"scores_swapped", "score_ab", "score_ba", "consistent", "feedbacks_swapped"} <= set(row)
+        assert row["score"] == row["score_ab"] == row["score_ba"] == src["better"] and row["consistent"] is True
+        assert row["scores"] == row["scores_swapped"] == [src["better"]] * 2 and row["errors"] is None
+    feedback_prompts = [b["prompt"] for b in stub.stats.bodies if "structured_outputs" not in b]
+    assert len(feedback_prompts) == 16  # both orders of every row
+    report = tmp_path / "agreement"
+    assert main(["agree", str(out), "--label", "better", "--out", str(report), "--resamples", "100",
+                 "--tracking", "disabled"]) == 0, capsys.readouterr().err
+    (judge,) = json.loads((report / "agreement.json").read_text())["pairwise"]["judges"]
+    stats = {k: v["estimate"] for k, v in judge["statistics"].items()}
+    assert stats["position_consistency"] == 1.0 and stats["accuracy"] == 1.0 and stats["tie_rate"] == 0.0
+    assert stats["first_position_preference"] == 0.5
+    assert "position consistency" in (report / "agreement.md").read_text()
+
+
+@pytest.mark.skipif(not HHH.is_file(), reason="needs ../shared/data/prometheus/hhh_alignment_eval.json")
+def test_pairwise_absolute_scores_hhh_alignment_prompts(ray_session, stub, write_jsonl, tmp_path):
+    # One question has several answers: a response rejected in one pair is chosen in another, so
+    # the stub judge (5 for a chosen prompt, else 2) gets pairs whose rejected prompt is chosen nowhere.
+    everything = json.loads(HHH.read_text())
+    chosen_anywhere = {r["chosen_instruction"] for r in everything}
+    rows = [r for r in everything if r["rejected_instruction"] not in chosen_anywhere][:6]
+    chosen = {r["chosen_instruction"] for r in rows}
+    stub.behaviour.score_for = lambda p: "5" if any(p.startswith(c) for c in chosen) else "2"
+    out = tmp_path / "out"
+    cfg = load_config(QUICKSTART, [f"judge.url={stub.url}", "judge.model=stub-judge", "judge.mode=pairwise_absolute",
+                                   f"dataset.path={write_jsonl(rows)}", "dataset.prompt_field=chosen_instruction",
+                                   "dataset.rejected_prompt_field=rejected_instruction", "sampling.num_samples=1",
+                                   f"output.dir={out}", "output.group_by=[]", "tracking.mode=disabled"])
+    summary = run(cfg)
+    got = read_scores(out)
+    assert len(got) == 6 and summary["chosen_win_rate"] == 1.0
+    assert all(r["score"] == "A" and r["scores"] == [5] and r["scores_b"] == [2] for r in got), got[0]["errors"]

@@ -25,7 +25,7 @@ def test_modes_by_name():
     assert get_mode(RELATIVE) is RELATIVE
     assert set(MODES) == set(config.MODES)  # the config accepts exactly the modes there are
     for bad in ("pairwise", "Absolute", "", None, ["absolute"]):
-        with pytest.raises(ValueError, match="mode must be one of absolute, relative, got"):
+        with pytest.raises(ValueError, match="mode must be one of absolute, relative, pairwise_absolute, got"):
             get_mode(bad)
 
 

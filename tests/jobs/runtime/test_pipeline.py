@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.config import DatasetConfig
-from jobs.judge.modes import MODES
+from jobs.judge.modes import JOB_MODES
 from jobs.judge.reasons import Failure, Reason
 from jobs.judge.row_judge import RowVerdict, SampleVerdict
 from jobs.runtime.pipeline import (
@@ -22,8 +22,13 @@ def actor(judge=None, mode="absolute", num_samples=2):
 
 
 def test_schema_is_one_per_mode_with_reasons_beside_errors():
-    names = [result_schema(m).names for m in MODES]
+    # Modes of one prompt a row share their columns; modes of several add their own after feedbacks.
+    names = [result_schema(m).names for m in ("absolute", "relative")]
     assert all(n == names[0] for n in names) and set(names[0]) <= set(RESULT_COLUMNS)
+    for m in JOB_MODES:
+        extra = [n for n in result_schema(m).names if n not in names[0]]
+        assert [n for n in result_schema(m).names if n in names[0]] == names[0] and set(extra) <= set(RESULT_COLUMNS)
+        assert extra == [n for n, _ in m.extra_fields()]
     assert names[0].index("error_reasons") == names[0].index("errors") + 1
     assert result_schema("absolute").field("scores").type == pa.list_(pa.int64())
     assert result_schema("relative").field("score").type == pa.string()
