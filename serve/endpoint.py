@@ -86,7 +86,7 @@ class JudgeEndpoint:
         url, model = self.url, self.model
         key = api_key(self._api_key_setting, "OPENAI_API_KEY")
         try:
-            response = httpx.get(url + "/models", headers=_auth(key), timeout=timeout_s)
+            response = httpx.get(url + "/models", headers=wire.auth_headers(key), timeout=timeout_s)
         except httpx.HTTPError as e:
             raise EndpointError(
                 f"judge.url: cannot reach {url} ({type(e).__name__}: {e}); start the server or fix the URL "
@@ -181,7 +181,7 @@ class JudgeEndpoint:
         base = f"http://{host}:{cfg.port}{prefix.rstrip('/')}"
         key = api_key(cfg.api_key)
         self._wait_routable(base, key, started)
-        card = httpx.get(f"{base}{wire.MODELS_PATH}/{self.model}", headers=_auth(key), timeout=30).json()
+        card = httpx.get(f"{base}{wire.MODELS_PATH}/{self.model}", headers=wire.auth_headers(key), timeout=30).json()
         return Endpoint(base + "/v1", self.model, key, wire.max_model_len(card), route=True, deployed=True)
 
     def _wait_routable(self, base: str, key: Optional[str], started: float) -> None:
@@ -203,7 +203,7 @@ class JudgeEndpoint:
     @staticmethod
     def _pools_up(pools_url: str, key: Optional[str]) -> bool:
         try:
-            response = httpx.get(pools_url, headers=_auth(key), timeout=10)
+            response = httpx.get(pools_url, headers=wire.auth_headers(key), timeout=10)
             return response.status_code == 200 and wire.every_pool_up(wire.parse_pools(response.json()))
         except (httpx.HTTPError, ValueError):
             return False
@@ -267,10 +267,6 @@ def _serve_running() -> bool:
         return True
     except ValueError:
         return False
-
-
-def _auth(key: Optional[str]) -> dict:
-    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def _quietly(action, what: str) -> None:

@@ -44,7 +44,7 @@ class Upstream:
         key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
         self.lineage = wire.Lineage(backend="openai", model=spec.model_id, member=spec.name,
                                     model_file=self.upstream_model, upstream=self.url)
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = wire.auth_headers(key)
         self._max_connections = spec.max_ongoing + spec.max_queued
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
         self._http: Optional[aiohttp.ClientSession] = None  # made on the serving event loop, on first use

@@ -99,6 +99,11 @@ def requested_members(headers: Mapping[str, str]) -> Tuple[Optional[str], Option
     return headers.get(PIN_MEMBER_HEADER) or None, headers.get(PREFER_MEMBER_HEADER) or None
 
 
+def auth_headers(api_key: Optional[str]) -> Dict[str, str]:
+    """Request headers carrying an API key the OpenAI way (what the route checks); none without a key."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 # -- errors -------------------------------------------------------------------------------------
 # The OpenAI (and vLLM) error code of a prompt that does not fit the model's context.
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"

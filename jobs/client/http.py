@@ -105,7 +105,7 @@ class OpenAIClient:
     def __init__(self, base_url: str, api_key: Optional[str] = None, timeout_s: float = 600.0,
                  max_retries: int = 6, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
                  max_in_flight: int = 64, patience_s: float = 600.0):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = wire.auth_headers(api_key)
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_s = backoff_s

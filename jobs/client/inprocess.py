@@ -26,7 +26,8 @@ class InProcessClient:
         return cls(await start_in_process(model_config), max_in_flight)
 
     async def post(self, path: str, body: dict, priority: float = 0.0, headers=None) -> Tuple[dict, dict]:
-        method = {"completions": "completions", "chat/completions": "chat", wire.TOKENIZE_PATH: "tokenize"}[path]
+        # The client's paths are relative to the API base (".../v1"), except the route's /tokenize.
+        method = wire.POST_METHODS[path if path.startswith("/") else "/v1/" + path]
         await self._slots.acquire(priority)
         try:
             reply = await getattr(self.server, method)(body)
