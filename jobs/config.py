@@ -156,6 +156,33 @@ class BenchConfig:
 
 
 @dataclass
+class StudyConfig:
+    """`judgefleet study`: the article's quantization study - every rung of a GGUF ladder (and any
+    other judge under serve.models, e.g. the 16-bit model on vLLM) scores the same rows, `repeats`
+    times, all served together on one route."""
+
+    # llama.cpp types of the ladder; each is a judge, served like the first llama.cpp member
+    # under serve.models (that member is the template: its id + "-" + the type names the judge).
+    ladder: List[str] = field(default_factory=lambda: ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q8_0", "F16"])
+    # The 16-bit GGUF the ladder is made from; null: the bundled judge, expanded from its Q4_K_M.
+    source: Optional[str] = None
+    # The judge the others are measured against (the article's "original"); null: the first judge
+    # under serve.models that is not the template (e.g. vLLM), else the F16 rung.
+    original: Optional[str] = None
+    # Runs of every judge over the same rows: run 2 of the original is what the others are
+    # correlated with (judges are stochastic; the original's run 1 against its run 2 is the ceiling).
+    repeats: int = 2
+    # A column of reference scores in the dataset (a number, or a list of runs: their mean is used).
+    reference: Optional[str] = None
+    # Resample whole groups of rows in the bootstrap (e.g. a question id with several answers).
+    group: Optional[str] = None
+    resamples: int = 2000
+    # Rows each judge scores alone, one judge after another, for the speed and cost tables
+    # (0: none; the speeds are then those measured with every judge sharing the machine).
+    speed_rows: int = 4
+
+
+@dataclass
 class JobConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
@@ -165,6 +192,7 @@ class JobConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 def load_config(path: str | Path, overrides: List[str] = ()) -> JobConfig:
@@ -194,6 +222,12 @@ def load_config(path: str | Path, overrides: List[str] = ()) -> JobConfig:
         raise ConfigError(f"config '{path}': {_first_line(e)}") from None
     validate(cfg)
     return cfg
+
+
+def load_study_config(path: str | Path, overrides: List[str] = ()) -> JobConfig:
+    """A study's config: judge.model, which a study does not use (it judges with every model on its
+    route), defaults to the first one under serve.models so that `validate` finds it served."""
+    return load_config(path, ["judge.model=${serve.models.0.id}", *overrides])
 
 
 def to_yaml(cfg: JobConfig) -> str:
@@ -251,6 +285,10 @@ def validate(cfg: JobConfig) -> None:
     unknown = [m for m in cfg.bench.methods if m not in BENCH_METHODS]
     if unknown or not cfg.bench.methods:
         raise ConfigError(f"bench.methods: {unknown or 'empty'}; choose from {', '.join(BENCH_METHODS)}")
+    for key, value, low in (("study.repeats", cfg.study.repeats, 1), ("study.resamples", cfg.study.resamples, 100),
+                            ("study.speed_rows", cfg.study.speed_rows, 0)):
+        if value < low:
+            raise ConfigError(f"{key}: must be at least {low}, got {value}")
     if d.limit is not None and d.limit < 0:
         raise ConfigError(f"dataset.limit: must be 0 or more, got {d.limit}")
     if d.format is not None and d.format not in ("json", "jsonl", "parquet", "csv"):

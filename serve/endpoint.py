@@ -280,6 +280,13 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def process_tree_rss(pids) -> int:
+    """`serve.process_memory.tree_rss` for jobs/: resident bytes of processes and their descendants."""
+    from serve.process_memory import tree_rss
+
+    return tree_rss(pids)
+
+
 def quantize_ladder(source, types, out_dir, on_step=None) -> list:
     """`serve.quantize.ladder` for jobs/: one GGUF per llama.cpp type from a 16-bit GGUF (None: the
     bundled judge, expanded), as `LadderFile`s. A source or type the user can fix raises ValueError

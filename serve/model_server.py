@@ -20,6 +20,7 @@ from serve.config import ModelConfig
 from serve.engines.base import Engine, GenerationRequest, PromptTooLong
 from serve.errors import OpenAIError
 from serve.members import MemberSpec, actor_options, deployment_options, engine_class
+from serve.process_memory import replica_memory
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class ModelServer:
         return {"count": len(tokens), "max_model_len": self.config.context_length, "tokens": tokens}
 
     def stats(self) -> dict:
-        return dict(self.engine.stats(), replica=self.lineage.replica)
+        return dict(self.engine.stats(), **replica_memory(), replica=self.lineage.replica)
 
     async def check_health(self) -> None:
         if not self.engine.healthy():

@@ -25,6 +25,7 @@ from typing import Dict, List, Tuple
 
 from jobs.commands.common import check_columns, row_stream
 from jobs.config import JobConfig
+from jobs.data.costs import projected_costs
 from jobs.data.datasource import check_readable, resolve_paths
 from jobs.data.shards import prepare_output_dir, write_json
 from jobs.errors import ConfigError
@@ -205,17 +206,8 @@ def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
             ratios[f"{a}/{b}"] = round(results[a]["samples_per_s"] / results[b]["samples_per_s"], 3)
     evaluation_rows = cfg.bench.evaluation_rows or len(rows)
     judgments = evaluation_rows * cfg.sampling.num_samples
-    costs = []
-    for method, r in results.items():
-        for machine in cfg.bench.machines:
-            hours = judgments / r["samples_per_s"] / 3600 if r["samples_per_s"] else None
-            cost = hours * machine.usd_per_hour if hours is not None else None
-            costs.append({
-                "method": method, "machine": machine.name, "usd_per_hour": machine.usd_per_hour,
-                "hours": round(hours, 3) if hours is not None else None,
-                "usd": round(cost, 4) if cost is not None else None,
-                "usd_per_1000_judgments": round(cost / judgments * 1000, 4) if cost is not None else None,
-            })
+    costs = [{"method": c.pop("name"), **c} for method, r in results.items()
+             for c in projected_costs(method, r["samples_per_s"], cfg.bench.machines, judgments)]
     return {
         "machine": machine_description(),
         "dataset": str(cfg.dataset.path),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pyarrow.parquet as pq
 
@@ -32,11 +34,17 @@ def run(cfg: JobConfig, console=None, restart: bool = False, retry_errors: bool 
 
 class ScoreRun:
     """One score job: what it reads, what the output dir already holds, where it writes, the judge
-    endpoint and the W&B run - from the checks before Ray to summary.json."""
+    endpoint and the W&B run - from the checks before Ray to summary.json.
 
-    def __init__(self, cfg: JobConfig, console=None, restart: bool = False, retry_errors: bool = False):
+    `on_batch(rows)`, when given, replaces the progress bar: it is called after each batch is
+    written (a job running several score runs at once, `judgefleet study`, counts them itself),
+    and whatever it raises stops the run with the rows judged so far on disk."""
+
+    def __init__(self, cfg: JobConfig, console=None, restart: bool = False, retry_errors: bool = False,
+                 on_batch: Optional[Callable[[int], None]] = None):
         from rich.console import Console
 
+        self.on_batch = on_batch
         self.cfg = cfg
         self.console = console or Console(stderr=True)
         self.restart, self.retry_errors = restart, retry_errors
@@ -108,16 +116,21 @@ class ScoreRun:
                              flush_s=cfg.output.flush_s)
         summary, judged_before = self.earlier_summary()
         scoring_started = time.perf_counter()
-        with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                      TimeElapsedColumn(), console=self.console, transient=False) as progress:
-            task = progress.add_task("score", total=self.total)
+        progress = None if self.on_batch else Progress(
+            TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
+            console=self.console, transient=False)
+        advance = self.on_batch
+        with progress or contextlib.nullcontext():
+            if progress is not None:
+                task = progress.add_task("score", total=self.total)
+                advance = functools.partial(progress.advance, task)
             try:
                 for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                     summary.add(batch)
                     if judged_before:  # before the batch is written: other weights must not join the output
                         resume.check_same_judge(judged_before, summary.judges, self.out_dir)
                     writer.add(batch)
-                    progress.advance(task, batch.num_rows)
+                    advance(batch.num_rows)
             finally:
                 writer.close()  # rows already judged reach disk, also when the job is stopped (Ctrl-C, SIGTERM)
         return self.finish(summary, endpoint, scoring_started, writer.paths)

@@ -211,6 +211,26 @@ def scatter(points: Sequence[Sequence[float]], xlabel: str, ylabel: str, title: 
 
 
 @_plot
+def intervals(rows: Sequence[Sequence[Any]], xlabel: str, title: str):
+    """(label, estimate, low, high) -> one dot per row with its interval as a line (a forest plot);
+    a row with no interval is a dot alone, one with no estimate is left empty."""
+    fig = _figure(5.2, 0.9 + 0.32 * max(1, len(rows)))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(rows)))[::-1]  # the first row at the top
+    for y, (label, estimate, low, high) in zip(ys, rows):
+        if estimate is None:
+            continue
+        if low is not None and high is not None:
+            ax.plot([low, high], [y, y], color=PALETTE[0], linewidth=2)
+        ax.plot([estimate], [y], "o", color=PALETTE[1], markersize=5)
+    ax.set_yticks(ys, [str(r[0])[:40] for r in rows])
+    ax.axvline(0, color="#999", linewidth=0.8, linestyle="--")
+    ax.set_xlabel(xlabel[:60])
+    ax.set_title(title[:70], fontsize=10)
+    return fig, title
+
+
+@_plot
 def heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[Any], ylabel: str, xlabel: str, title: str):
     """A confusion matrix: its rows up the y axis (`ylabel`), its columns along x (`xlabel`), each cell
     with its count."""

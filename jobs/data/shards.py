@@ -22,11 +22,12 @@ from jobs.data.datasource import ROW_ID
 from jobs.errors import OutputError
 
 
-def prepare_output_dir(path: str) -> Path:
-    """Create the output directory and prove it writable, before any Ray work."""
+def prepare_output_dir(path: str, scores: bool = True) -> Path:
+    """Create the output directory (with its scores/ folder unless not `scores`) and prove it
+    writable, before any Ray work."""
     out = Path(path).expanduser()
     try:
-        (out / "scores").mkdir(parents=True, exist_ok=True)
+        (out / "scores" if scores else out).mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("ok")
         probe.unlink()

@@ -187,6 +187,31 @@ class Lineage:
         """`agree`'s output: an `agreement` artifact holding its files by reference and naming what it
         read - each score dir's summary.json and the scores artifact its score run logged
         (`scores-<dir name>`), each data file by sha256. `score_dirs`: {"name", "path", "judge_model"}."""
+        metrics: Dict[str, Any] = {"rows": report["rows"]}
+        for p in report["pairs"]:
+            for stat in ("pearson", "kappa_quadratic"):
+                metrics[f"{stat}/{p['a']} vs {p['b']}"] = p["statistics"][stat]["estimate"]
+        self._log_comparison("agreement", out_dir, metrics, {"rows": report["rows"], "settings": report["settings"],
+                                                             "sources": [s["name"] for s in report["sources"]]},
+                             files, score_dirs, data_files)
+
+    def log_study(self, out_dir: Path, result: dict, files: Sequence[Path], score_dirs: Sequence[dict],
+                  data_files: Sequence[Path]) -> None:
+        """`study`'s output: a `study` artifact like `agree`'s, naming every score run it made."""
+        metrics: Dict[str, Any] = {"rows": result["rows"]}
+        for q in result["quality"]:
+            metrics[f"pearson_original/{q['judge']}"] = q["pearson_original"]["estimate"]
+            if q.get("pearson_reference"):
+                metrics[f"pearson_reference/{q['judge']}"] = q["pearson_reference"]["estimate"]
+        for s in result["speed"]:
+            metrics[f"samples_per_s/{s['judge']}"] = s["samples_per_s"]
+        self._log_comparison("study", out_dir, metrics, {"rows": result["rows"], "original": result["original"],
+                                                         "judges": [q["judge"] for q in result["quality"]]},
+                             files, score_dirs, data_files)
+
+    @_tracking
+    def _log_comparison(self, kind: str, out_dir: Path, metrics: Dict[str, Any], metadata: dict,
+                        files: Sequence[Path], score_dirs: Sequence[dict], data_files: Sequence[Path]) -> None:
         import wandb
 
         read = []
@@ -198,24 +223,19 @@ class Lineage:
                          "summary_json": str(summary) if summary.is_file() else None,
                          "summary_sha256": sha256_of(summary) if summary.is_file() else None})
         data = [{"path": str(Path(f).resolve()), "bytes": Path(f).stat().st_size, "sha256": sha256_of(f)}
-                for f in data_files]
+                for f in data_files if Path(f).is_file()]
         self.inputs.update({"scores": read, "data_files": data})
         self.run.config.update({"inputs": self.inputs}, allow_val_change=True)
-        if not self.run.offline:  # W&B draws score runs -> agree, where those runs were synced
+        if not self.run.offline:  # W&B draws score runs -> this run, where those runs were synced
             for r in read:
                 try:
                     self.run.use_artifact(f"{r['scores_artifact']}:latest")
                 except Exception as e:  # noqa: BLE001 - an unsynced score run is no reason to lose this one
                     log.warning("W&B: %s is not in project %s (sync its score run first): %s",
                                 r["scores_artifact"], self.run.project, e)
-        metrics: Dict[str, Any] = {"rows": report["rows"]}
-        for p in report["pairs"]:
-            for stat in ("pearson", "kappa_quadratic"):
-                metrics[f"{stat}/{p['a']} vs {p['b']}"] = p["statistics"][stat]["estimate"]
         self.run.summary.update(metrics)
-        artifact = wandb.Artifact(artifact_name("agreement", Path(out_dir).resolve().name), type="agreement",
-                                  metadata={"rows": report["rows"], "sources": [s["name"] for s in report["sources"]],
-                                            "settings": report["settings"], "inputs": self.inputs})
+        artifact = wandb.Artifact(artifact_name(kind, Path(out_dir).resolve().name), type=kind,
+                                  metadata={**metadata, "inputs": self.inputs})
         for f in files:
             artifact.add_reference(Path(f).resolve().as_uri(), name=Path(f).name)
         self.run.log_artifact(artifact)

@@ -1,17 +1,13 @@
-"""Peak memory of a process tree while something runs, sampled in a background thread.
-
-Resident set sizes, summed over the processes: pages several processes share (libraries, Ray's
-object store) count once per process, so the sum overstates a Ray cluster somewhat. Proportional
-set sizes would not, but reading them walks each process's page tables under its memory lock,
-which measurably slowed the judge replica being measured.
-"""
+"""Peak memory of a process tree while something runs, sampled in a background thread (resident
+set sizes summed over the processes, as `serve.process_memory` explains)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Iterable, Optional
 
-import psutil
+from serve.endpoint import process_tree_rss
 
 
 class PeakMemory:
@@ -40,20 +36,7 @@ class PeakMemory:
             self.sample()
 
     def sample(self) -> int:
-        total = 0
-        me = psutil.Process()
-        procs = [me, *me.children(recursive=True)]
-        for pid in self.extra_pids:
-            try:
-                extra = psutil.Process(pid)
-                procs += [extra, *extra.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-        for proc in {p.pid: p for p in procs}.values():
-            try:
-                total += proc.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
+        total = process_tree_rss([os.getpid(), *self.extra_pids])
         self.bytes = max(self.bytes, total)
         return total
 

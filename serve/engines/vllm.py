@@ -105,7 +105,9 @@ def _define_server():
             )
 
         def stats(self) -> dict:
-            return {"replica": self.lineage.replica}
+            from serve.process_memory import replica_memory
+
+            return {**replica_memory(), "replica": self.lineage.replica}
 
         def card(self) -> dict:
             return wire.model_card(self._member["id"], self._member["context_length"], self.lineage, "vllm")

@@ -96,3 +96,7 @@ def test_pools_name_each_members_engine_and_its_statistics(judge_route):
             break
     assert member.engine == "llama.cpp" and member.up and wire.every_pool_up(pools)
     assert member.engine_stats["slots"] == 4 and member.engine_stats["replica"]
+    # The replica's own memory: at least the weights it holds (253 MB file, mapped and touched), and
+    # a peak no lower than now.
+    stats = member.engine_stats
+    assert 200e6 < stats["rss_bytes"] <= stats["peak_rss_bytes"] < 8e9

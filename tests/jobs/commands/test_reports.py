@@ -187,3 +187,25 @@ def test_agree_report_in_chromium(browser, agree_dir, tmp_path):
     assert "<i>judge-a</i>" in body and page.locator("i").count() == 0
     assert "r(a) - r(b)" in body and "Pearson" in body
     page.close()
+
+
+@pytest.fixture(scope="module")
+def study_report(tmp_path_factory):
+    from jobs.study import analysis, report
+    from tests.jobs.study.studydata import make_study
+
+    st = make_study(tmp_path_factory.mktemp("study"))
+    result = analysis.analyze(st.cfg, st.plan, st.out, st.peaks)
+    result.update(dataset=str(st.data), from_bundled=True, wall_s=12.0, judges=[])
+    return report.write(st.out, result)[2]
+
+
+def test_study_report_in_chromium(browser, study_report, tmp_path):
+    from tests.jobs.study.studydata import RUNG
+
+    page, logged = open_report(browser, study_report, tmp_path / "study-report.png")
+    check_page(page, logged, ["Headline", "Quality", "Correlations with their intervals", "Scores", "Notes"])
+    body = page.inner_text("body")
+    assert RUNG in body and page.locator("b").count() == 0  # the hostile judge name is text
+    assert "Pearson with gold" in body and "$ per evaluation" in body and "peak memory" in body
+    page.close()
