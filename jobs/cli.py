@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   judgefleet serve conf/quickstart.yaml serve.port=8001
   judgefleet bench conf/bench.yaml dataset.limit=6
   judgefleet agree runs/judge-a runs/judge-b data.json --ref gpt4_score --group idx
+  judgefleet pairs hhh_alignment_eval.json --chosen chosen_instruction --rejected rejected_instruction --out pairs.jsonl
+  judgefleet study conf/study.yaml                    # the quantization study (quantize, serve all, score, tables)
   judgefleet quantize                                 # the bundled judge's ladder, into the model cache
   judgefleet quantize model-f16.gguf --types Q4_K_M,Q8_0 --out models/
 """
@@ -32,10 +34,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         ("score", "score a dataset with a judge; writes scores/part-*.parquet and summary.json"),
         ("serve", "run the judge route in the foreground (OpenAI API) until Ctrl-C"),
         ("bench", "judge the same rows three ways (the article's method, the bare engine, judgefleet) and compare"),
+        ("study", "the quantization study: every rung of a GGUF ladder (and other judges) scores the same rows, "
+                  "served together; quality with intervals, speed and cost"),
     ):
         verb = verbs.add_parser(name, help=help_text, description=help_text)
         verb.add_argument("config", help="a YAML config, e.g. conf/quickstart.yaml")
         verb.add_argument("overrides", nargs="*", help="key=value settings that override the config")
+        if name == "study":
+            verb.add_argument("--restart", action="store_true",
+                              help="score every run again (default: finished runs and shards are kept)")
         if name == "score":
             verb.add_argument("--restart", action="store_true",
                               help="discard the scores already in output.dir and score every row again "
@@ -65,6 +72,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     agree.add_argument("--tracking", choices=("offline", "online", "disabled"), default="offline",
                        help="the W&B run: offline under --out/wandb (upload later with `wandb sync`), online "
                             "(needs $WANDB_API_KEY), or none (default: %(default)s)")
+    pairs = verbs.add_parser(
+        "pairs", help="A/B rows for relative grading from two whole Prometheus absolute prompts per row",
+        description="Split each row's two whole Prometheus absolute prompts (the chosen and the rejected response's) "
+                    "into instruction, response_a, response_b, reference_answer and rubric, the chosen response "
+                    "at A or B by a seeded hash of the row (`label` says which), so `judgefleet score` can judge "
+                    "them in relative mode in both orders and `judgefleet agree --label label` can measure it. "
+                    "Writes one JSONL row per input row; a row that cannot be split keeps its place with `error`.")
+    pairs.add_argument("source", metavar="SOURCE", help="a .json, .jsonl, .csv or .parquet file")
+    pairs.add_argument("--chosen", required=True, metavar="COLUMN", help="the column of the chosen response's prompt")
+    pairs.add_argument("--rejected", required=True, metavar="COLUMN",
+                       help="the column of the rejected response's prompt")
+    pairs.add_argument("--out", required=True, metavar="FILE.jsonl", help="the JSONL file to write")
+    pairs.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="which rows get the chosen response as A (default: %(default)s)")
     quantize = verbs.add_parser(
         "quantize", help="write a ladder of GGUF files (one per llama.cpp quantization type) from a 16-bit GGUF",
         description="Quantize a 16-bit GGUF with llama.cpp's own quantizer, one file per type, each with its sha256; "
@@ -86,20 +107,32 @@ def main(argv: Optional[List[str]] = None) -> int:
             agree_run(AgreeSettings(tuple(args.sources), tuple(args.ref), args.group, args.out, args.id_field,
                                     args.seed, args.resamples, args.tracking, args.label))
             return 0
+        if args.verb == "pairs":
+            from jobs.commands.pairs import PairsSettings, run as pairs_run
+
+            result = pairs_run(PairsSettings(args.source, args.chosen, args.rejected, args.out, args.seed))
+            if not result["pairs"]:
+                print(f"judgefleet: error: no row of {args.source} could be split into a pair", file=sys.stderr)
+            return 0 if result["pairs"] else 1
         if args.verb == "quantize":
             from jobs.commands.quantize import QuantizeSettings, run as quantize_run
 
             types = None if args.types is None else tuple(args.types.split(","))
             quantize_run(QuantizeSettings(args.source, types, args.out))
             return 0
-        from jobs.config import load_config
+        from jobs.config import load_config, load_study_config
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = (load_study_config if args.verb == "study" else load_config)(args.config, args.overrides)
         if args.verb == "score":
             from jobs.commands.score import run
 
             summary = run(cfg, restart=args.restart, retry_errors=args.retry_errors)
             return 0 if summary["rows"] == 0 or summary["scored"] > 0 else 1
+        if args.verb == "study":
+            from jobs.commands.study import run as study_run
+
+            study_run(cfg, restart=args.restart)
+            return 0
         if args.verb == "bench":
             from jobs.commands.bench import run as bench_run
 

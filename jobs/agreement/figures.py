@@ -1,5 +1,6 @@
 """What the report's plots and judge cards show, as plain data for agreement.json: every source's
-score distribution, the (x, y, count) points behind each scatter, and one card per judge.
+score distribution, the (x, y, count) points behind each scatter, one card per judge of scores
+(`judge_cards`) and one per pairwise judge of A/B verdicts (`pairwise_cards`).
 
 The report draws from these numbers only, so whatever it shows, agreement.json holds too.
 """
@@ -87,6 +88,36 @@ def judge_cards(report: dict) -> List[dict]:
             "run_to_run_with": (run_to_run[0]["b"] if run_to_run[0]["a"] == name else run_to_run[0]["a"])
             if run_to_run else None,
             "summary_json": str(Path(s["origin"]) / "summary.json") if summary is not None else None,
+            **{k: (summary or {}).get(k) for k in _SPEED},
+        })
+    return cards
+
+
+# The statistics of jobs.agreement.pairwise a pairwise card shows, each with its interval.
+PAIRWISE_CARD_STATISTICS = ("accuracy", "accuracy_without_ties", "position_consistency", "tie_rate")
+
+
+def pairwise_cards(report: dict) -> List[dict]:
+    """One row per pairwise judge (report["pairwise"]): its accuracy against the label, with and
+    without ties, position consistency and tie rate (each with its interval), beside its parse
+    rate and speed from its score dir's summary.json."""
+    pw = report.get("pairwise") or {}
+    cards = []
+    for j in pw.get("judges", []):
+        summary = _summary(Path(j["origin"]))
+        mode = (summary or {}).get("mode") or ("relative" if j["positional"] else "pairwise_absolute")
+        cards.append({
+            "judge": j["name"],
+            "judge_model": j.get("judge_model"),
+            "backends": sorted((summary or {}).get("judge_backends") or {}),
+            "mode": mode + (", both orders" if j["swapped"] else ""),
+            "swapped": j["swapped"],
+            "label": pw.get("label"),
+            "n": j["n"],
+            "labelled": j["labelled"],
+            "rows_missing": j["rows_missing"],
+            **{k: j["statistics"][k] for k in PAIRWISE_CARD_STATISTICS},
+            "summary_json": str(Path(j["origin"]) / "summary.json") if summary is not None else None,
             **{k: (summary or {}).get(k) for k in _SPEED},
         })
     return cards

@@ -1,6 +1,7 @@
 """The analysis as files and as a terminal table: agreement.json holds every number,
 agreement.md the tables a reader wants, report.html those tables with plots and judge cards
-(`report_html`), and the terminal shows the same tables with rich."""
+(`report_html`), and the terminal shows the same tables with rich. The pairwise judges' cards
+(accuracy, position consistency, ties beside parse rate and speed) are in all three."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
+from jobs.data.report_page import num, pct
 from jobs.data.shards import write_json
 from jobs.errors import OutputError
 
@@ -117,6 +119,33 @@ def pairwise_tables(pw: Optional[dict]) -> List[Tuple[str, List[str], List[List[
     return out
 
 
+PAIRWISE_CARD: Sequence[Tuple[str, str]] = (
+    ("accuracy", "accuracy (ties wrong)"), ("accuracy_without_ties", "accuracy without ties"),
+    ("position_consistency", "position consistency"), ("tie_rate", "tie rate"),
+)
+
+
+def pairwise_card_table(cards: Sequence[dict]) -> Tuple[str, List[str], List[List[str]]]:
+    """(title, header, rows) of the pairwise judges' cards: the markdown, the terminal and report.html."""
+    header = ["judge", "model", "backend", "mode", "against", "n", *(t for _, t in PAIRWISE_CARD), "parse rate",
+              "rows", "samples/s", "tokens/s", "time (scoring / all)"]
+    rows = []
+    for c in cards:
+        time = (f"{num(c['wall_time_s'], 1)} s / {num(c['total_time_s'], 1)} s"
+                if c.get("wall_time_s") is not None else "-")
+        against = c.get("label") or "chosen (A)"
+        rows.append([c["judge"], c.get("judge_model") or "-", ", ".join(c["backends"]) or "-", c["mode"], against,
+                     str(c["n"]), *(interval(c[k]) for k, _ in PAIRWISE_CARD), pct(c["parse_rate"]), num(c["rows"]),
+                     num(c["samples_per_s"]), num(c["tokens_per_s"], 1), time])
+    return "Pairwise judge cards", header, rows
+
+
+def card_tables(report: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
+    """The judge cards shown in agreement.md and on the terminal (report.html draws its own)."""
+    cards = report.get("pairwise_cards")
+    return [pairwise_card_table(cards)] if cards else []
+
+
 def how(report: dict) -> str:
     s = report["settings"]
     over = f"the {report['clusters']} groups of `{s['group']}` (whole groups resampled)" if s.get("group") else "rows"
@@ -131,7 +160,7 @@ def markdown(report: dict) -> str:
     for s in report["sources"]:
         origin = s["origin"] + (f" (judge {s['judge_model']})" if s.get("judge_model") else "")
         lines.append(f"| {s['name']} | {s['kind']} | {s['rows']} | {s['scored']} | {origin} |")
-    for title, header, rows in tables(report):
+    for title, header, rows in [*tables(report), *card_tables(report)]:
         lines += ["", f"## {title}", "", _md_row(header), _md_row(["---"] * len(header))]
         lines += [_md_row(r) for r in rows]
     lines += ["", "## Confusion matrices (rounded scores)"]
@@ -155,7 +184,7 @@ def show(report: dict, files: Sequence[Path], console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    for title, header, rows in tables(report):
+    for title, header, rows in [*tables(report), *card_tables(report)]:
         table = Table(title=title, title_justify="left")
         for name in header:
             table.add_column(name, overflow="fold")

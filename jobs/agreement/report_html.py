@@ -1,12 +1,13 @@
-"""report.html of `judgefleet agree`: the headline, the judge cards, the tables of agreement.md,
-each source's score distribution, and a jittered scatter and a confusion heat map per judge and
-reference. Drawn from the report dict alone (what agreement.json holds), every value escaped."""
+"""report.html of `judgefleet agree`: the headline, the judge cards (of scores and of pairwise
+verdicts), the tables of agreement.md, each source's score distribution, and a jittered scatter and
+a confusion heat map per judge and reference. Drawn from the report dict alone (what
+agreement.json holds), every value escaped."""
 
 from __future__ import annotations
 
 from typing import List
 
-from jobs.agreement.report import how, interval, tables
+from jobs.agreement.report import how, interval, pairwise_card_table, tables
 from jobs.data.report_page import (bars, esc, figures, heatmap, join, num, page, pairs_table, pct, raw, scatter,
                                    section, table, text_list)
 
@@ -14,8 +15,8 @@ from jobs.data.report_page import (bars, esc, figures, heatmap, join, num, page,
 def render(report: dict) -> str:
     """The whole page; `report` as agreement.json holds it (NaN already None)."""
     sections = [_headline(report)]
-    if report.get("judge_cards"):
-        sections.append(_cards(report["judge_cards"]))
+    if report.get("judge_cards") or report.get("pairwise_cards"):
+        sections.append(_cards(report.get("judge_cards") or [], report.get("pairwise_cards") or []))
     for title, header, rows in tables(report):
         sections.append(section(title, table(header, rows, numeric=_numeric(header))))
     figs = report.get("figures") or {}
@@ -47,7 +48,22 @@ def _headline(report: dict) -> raw:
     return section("Headline", pairs_table(facts), how(report).replace("`", ""), sources)
 
 
-def _cards(cards: List[dict]) -> raw:
+def _cards(cards: List[dict], pairwise: List[dict] = ()) -> raw:
+    parts = []
+    if cards:
+        parts.append(_score_cards(cards))
+    if pairwise:
+        _, header, rows = pairwise_card_table(pairwise)
+        parts += [raw("<h3>Pairwise judges</h3>"),
+                  "One row per judge of A/B verdicts, against the label: its accuracy with ties counted wrong "
+                  "and without ties, position consistency (the share of rows whose two orders name the same "
+                  "response; both orders only) and tie rate, each with its 95% interval, beside its parse rate "
+                  "and speed from its score dir's summary.json.",
+                  table(header, rows, numeric=(5, 11, 12, 13))]
+    return section("Judge cards", *parts)
+
+
+def _score_cards(cards: List[dict]) -> raw:
     header = ["judge", "model", "backend", "against", "n", "Pearson", "kappa (quadratic)", "parse rate",
               "self alpha", "run to run", "rows", "samples/s", "tokens/s", "time (scoring / all)"]
     rows = []
@@ -58,11 +74,12 @@ def _cards(cards: List[dict]) -> raw:
         rows.append([c["judge"], c["judge_model"], ", ".join(c["backends"]) or "-", c["reference"] or "-", c["n"],
                      interval(c["pearson"]), interval(c["kappa_quadratic"]), pct(c["parse_rate"]),
                      interval(c["self_alpha"]), rtr, c["rows"], num(c["samples_per_s"]), num(c["tokens_per_s"], 1), time])
-    return section("Judge cards", "One row per judge: its agreement with the first reference, how often its "
-                                  "answers parsed, how far it agrees with itself, and how fast it ran (from its "
-                                  "score dir's summary.json). Cost per 1,000 judgments needs the machine's price "
-                                  "(bench.machines), which a score dir does not record.",
-                   table(header, rows, numeric=(4, 10, 11, 12)))
+    return join(raw(f"<p>{esc(_SCORE_CARDS)}</p>"), table(header, rows, numeric=(4, 10, 11, 12)))
+
+
+_SCORE_CARDS = ("One row per judge: its agreement with the first reference, how often its answers parsed, how far "
+                "it agrees with itself, and how fast it ran (from its score dir's summary.json). Cost per 1,000 "
+                "judgments needs the machine's price (bench.machines), which a score dir does not record.")
 
 
 def _against(report: dict, scatters: List[dict]) -> raw:

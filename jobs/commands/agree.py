@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from jobs.agreement import compare, load, show, write
-from jobs.agreement.figures import figure_data, judge_cards
+from jobs.agreement.figures import figure_data, judge_cards, pairwise_cards
 from jobs.agreement.pairwise import compare_pairwise, is_pairwise_dir, load_pairwise
 from jobs.agreement.sources import _parse_spec
 from jobs.agreement.sources import JUDGE
@@ -58,6 +58,7 @@ def run(settings: AgreeSettings, console=None) -> dict:
         pair_sources = load_pairwise(settings.sources, settings.label, settings.group, settings.id_field)
         report["pairwise"] = compare_pairwise(pair_sources, settings.label, settings.group, settings.resamples,
                                               settings.seed)
+        report["pairwise_cards"] = pairwise_cards(report)
     elif settings.label:
         raise ConfigError(f"--label {settings.label}: no SOURCE is a score dir of A/B verdicts (judge.mode relative "
                           "or pairwise_absolute); --label measures those")

@@ -111,3 +111,65 @@ def test_label_without_pairwise_dirs_is_refused(tmp_path, capsys):
     b = write_score_dir(tmp_path / "b", recs, [[4]] * len(recs))
     rc = main(["agree", str(a), str(b), "--label", "better", "--out", str(tmp_path / "o"), "--tracking", "disabled"])
     assert rc == 2 and "--label better: no SOURCE is a score dir of A/B verdicts" in capsys.readouterr().err
+
+
+# -- judge cards -------------------------------------------------------------------------------
+SPEED = {"parse_rate": 0.95, "samples_per_s": 1.25, "tokens_per_s": 310.5, "wall_time_s": 40.0, "total_time_s": 75.0,
+         "judge_backends": {"llama.cpp": 12}}
+
+
+def test_pairwise_judges_get_judge_cards_in_every_output(dirs, tmp_path, capsys):
+    swapped, plain = dirs
+    (swapped / "summary.json").write_text(json.dumps({"rows": 6, "mode": "relative", **SPEED}))
+    out = tmp_path / "agreement"
+    rc = main(["agree", str(swapped), str(plain), "--label", "better", "--out", str(out), "--resamples", "100",
+               "--tracking", "disabled"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    report = json.loads((out / "agreement.json").read_text())
+    judges = {j["name"]: j for j in report["pairwise"]["judges"]}
+    cards = {c["judge"]: c for c in report["pairwise_cards"]}
+    assert list(cards) == ["swapped", "plain"]
+    s, p = cards["swapped"], cards["plain"]
+    for name in ("accuracy", "accuracy_without_ties", "position_consistency", "tie_rate"):
+        assert s[name] == judges["swapped"]["statistics"][name]  # the estimate with its interval
+    assert s["accuracy"]["estimate"] == pytest.approx(2 / 5) and s["accuracy"]["low"] is not None
+    assert s["accuracy_without_ties"]["estimate"] == pytest.approx(2 / 3)
+    assert s["position_consistency"]["estimate"] == pytest.approx(3 / 5) and s["tie_rate"]["estimate"] == pytest.approx(2 / 5)
+    assert (s["n"], s["labelled"], s["rows_missing"], s["label"]) == (5, 5, 1, "better")
+    assert s["mode"] == "relative, both orders" and s["backends"] == ["llama.cpp"] and s["judge_model"] == "m"
+    assert {k: s[k] for k in ("rows", "parse_rate", "samples_per_s", "tokens_per_s", "wall_time_s", "total_time_s")} \
+        == {"rows": 6, **{k: v for k, v in SPEED.items() if k != "judge_backends"}}
+    assert s["summary_json"] == str(swapped / "summary.json")
+    # One order: no position consistency; a summary.json without speed: none shown, nothing invented.
+    assert p["mode"] == "relative" and p["position_consistency"]["estimate"] is None
+    assert p["accuracy"]["estimate"] == pytest.approx(5 / 6) and p["samples_per_s"] is None and p["backends"] == []
+    md = (out / "agreement.md").read_text()
+    assert "## Pairwise judge cards" in md
+    row = next(line for line in md.splitlines() if line.startswith("| swapped | m | llama.cpp | relative, both orders"))
+    assert "| 0.60 [" in row and "| 95.0% |" in row and "| 1.250 | 310.5 | 40.0 s / 75.0 s |" in row
+    assert "Pairwise judge cards" in printed.out
+    html = (out / "report.html").read_text()
+    assert "<h2>Judge cards</h2>" in html and "<h3>Pairwise judges</h3>" in html and "40.0 s / 75.0 s" in html
+
+
+def test_score_and_pairwise_cards_side_by_side_keep_the_score_card_fields(dirs, tmp_path, capsys):
+    from tests.jobs.agreement.scoredirs import records, write_score_dir
+
+    swapped, _ = dirs
+    recs = records()
+    a = write_score_dir(tmp_path / "a", recs, [[1 + i % 5] for i in range(len(recs))])
+    b = write_score_dir(tmp_path / "b", recs, [[1 + (i * 3) % 5] for i in range(len(recs))])
+    out = tmp_path / "agreement"
+    rc = main(["agree", str(a), str(b), str(swapped), "--label", "better", "--out", str(out), "--resamples", "100",
+               "--tracking", "disabled"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "agreement.json").read_text())
+    assert [c["judge"] for c in report["judge_cards"]] == ["a", "b"]
+    assert set(report["judge_cards"][0]) == {
+        "judge", "judge_model", "backends", "reference", "n", "pearson", "kappa_quadratic", "self_alpha",
+        "run_to_run_pearson", "run_to_run_with", "summary_json", "rows", "parse_rate", "samples_per_s",
+        "tokens_per_s", "wall_time_s", "total_time_s"}
+    assert [c["judge"] for c in report["pairwise_cards"]] == ["swapped"]
+    html = (out / "report.html").read_text()
+    assert html.count("<h2>Judge cards</h2>") == 1 and "<h3>Pairwise judges</h3>" in html
