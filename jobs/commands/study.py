@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 
 APP_NAME = "judgefleet-study"
+STOP_WAIT_S = 30.0  # how long a stopped study waits for its runs to reach a batch boundary
 
 
 class StudyStopped(Exception):
@@ -132,8 +133,13 @@ class StudyRun:
         each judge's peak replica memory."""
         cfg, study = self.cfg, self.study
         cores = os.cpu_count() or 1
-        # Every judge has replicas, and every score run an actor: more logical CPUs than a score job.
-        num_cpus = cfg.ray.num_cpus or max(8, 4 * cores) + 2 * len(study.judges)
+        served = route_config(cfg, study).models
+        runs = len(study.judges) * cfg.study.repeats
+        # A local Ray's logical CPUs must hold every replica (a vLLM one adds its engine's bundle)
+        # and, at once, every score run's read task and client actor; short of that, runs wait for
+        # a CPU that never frees (and a vLLM replica that restarts cannot be placed).
+        needed = sum(m.num_cpus * m.replicas + (1 if m.engine == "vllm" else 0) for m in served) + 2 * runs + 2
+        num_cpus = cfg.ray.num_cpus or max(8, 4 * cores, needed)
         # An app of its own: a `judgefleet serve` route on the same cluster stays as it is.
         owner = JudgeEndpoint(route_config(cfg, study), study.judges[0].id, ray_address=cfg.ray.address,
                               ray_num_cpus=num_cpus, app_name=APP_NAME)
@@ -192,24 +198,28 @@ class StudyRun:
                 progress.update(tasks[key], completed=summary["rows"], total=summary["rows"])
                 return summary
 
-            with concurrent.futures.ThreadPoolExecutor(len(runs), thread_name_prefix="study-run") as pool:
-                futures = {pool.submit(score, key): key for key in runs}
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        try:
-                            future.result()
-                        except StudyStopped:
-                            pass
-                        except Exception as e:  # noqa: BLE001 - stop the others, then report the first
-                            log.error("study run %s r%d failed: %s", *futures[future], e)
-                            errors.append(e)
-                            stop.set()
-                except KeyboardInterrupt:
-                    # Each run stops at its next batch, with what it judged on disk.
-                    self.console.print("[yellow]stopping[/]: each run writes what it has judged ...")
-                    stop.set()
-                    concurrent.futures.wait(futures)
-                    raise
+            pool = concurrent.futures.ThreadPoolExecutor(len(runs), thread_name_prefix="study-run")
+            futures = {pool.submit(score, key): key for key in runs}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    try:
+                        future.result()
+                    except StudyStopped:
+                        pass
+                    except Exception as e:  # noqa: BLE001 - stop the others, then report the first
+                        log.error("study run %s r%d failed: %s", *futures[future], e)
+                        errors.append(e)
+                        stop.set()
+            except KeyboardInterrupt:
+                # Each run stops at its next batch and writes what it judged. A run waiting on a
+                # batch that does not come is ended by Ray's shutdown on the way out (its shards
+                # are written in its `finally`), so the wait here is bounded.
+                self.console.print("[yellow]stopping[/]: each run writes what it has judged ...")
+                stop.set()
+                concurrent.futures.wait(futures, timeout=STOP_WAIT_S)
+                raise
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
         if errors:
             raise errors[0]
 
@@ -249,6 +259,7 @@ class PoolMemory:
         self._thread = threading.Thread(target=self._run, name="pool-memory", daemon=True)
 
     def __enter__(self) -> "PoolMemory":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll would bury the progress
         self._thread.start()
         return self
 

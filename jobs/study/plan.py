@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from jobs.config import JobConfig
 from jobs.errors import ConfigError
@@ -69,12 +69,17 @@ def plan(cfg: JobConfig, ladder_files: Sequence = ()) -> StudyPlan:
     return StudyPlan(judges, original, template.id if template is not None and st.ladder else None)
 
 
+# llama.cpp types from the most precise down: the default original is the most precise rung.
+PRECISION = ("F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_1", "Q5_K_M", "Q5_K_S", "Q5_0", "Q4_1", "Q4_K_M", "Q4_K_S",
+             "Q4_0", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "Q2_K_S")
+
+
 def _default_original(judges: List[StudyJudge]) -> str:
     others = [j for j in judges if j.rung is None]
     if others:
         return others[0].id
-    sixteen = [j for j in judges if j.rung in ("F16", "BF16", "F32")]
-    return (sixteen or judges)[-1].id
+    rank = {t: i for i, t in enumerate(PRECISION)}
+    return min(judges, key=lambda j: rank.get(j.rung, len(rank))).id
 
 
 def route_config(cfg: JobConfig, study: StudyPlan):
@@ -117,7 +122,3 @@ def repeat_seed_offset(repeat: int) -> int:
     """Repeat 1 samples with sampling.seed, repeat k with seed + 1000 (k - 1): other draws, same rows."""
     return 1000 * (repeat - 1)
 
-
-def runs_of(study: StudyPlan, repeats: int) -> Dict[tuple, int]:
-    """(judge id, repeat) of every quality run, in the order they start."""
-    return {(j.id, k): i for i, (k, j) in enumerate((k, j) for k in range(1, repeats + 1) for j in study.judges)}

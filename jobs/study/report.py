@@ -71,10 +71,26 @@ def cost_table(r: dict) -> Tuple[List[str], List[List[str]]]:
     return header, rows
 
 
+def card_table(r: dict) -> Tuple[List[str], List[List[str]]]:
+    """One judge card per judge on this hardware: quality, parse rate, speed and the price of 1,000
+    judgments on the first priced machine, side by side."""
+    quality = {q["judge"]: q for q in r["quality"]}
+    machine = r["costs"][0]["machine"] if r["costs"] else None
+    price = {c["name"]: c["usd_per_1000_judgments"] for c in r["costs"] if c["machine"] == machine}
+    ref = r.get("reference")
+    header = ["judge", "engine", f"Pearson with {ref}" if ref else f"Pearson with {r['original']} run 2",
+              "parse rate", "samples/s", f"$ per 1,000 judgments ({machine or 'no price'})"]
+    rows = [[s["judge"], s["engine"],
+             interval(quality[s["judge"]]["pearson_reference" if ref else "pearson_original"]),
+             pct(s["parse_rate"]), num(s["samples_per_s"]), num(price.get(s["judge"]), 4)] for s in r["speed"]]
+    return header, rows
+
+
 def tables(r: dict) -> Sequence[Tuple[str, List[str], List[List[str]]]]:
     ev = r["evaluation"]
     speed_how = ("alone" if all(s["measured"] == "alone" for s in r["speed"]) else "with every judge at once")
     return (
+        ("Judge cards", *card_table(r)),
         ("Quality", *quality_table(r)),
         (f"Speed (samples/s and tokens/s measured {speed_how})", *speed_table(r)),
         (f"Cost of the whole evaluation ({ev['rows']} rows x {r['num_samples']} samples)", *cost_table(r)),

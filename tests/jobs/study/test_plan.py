@@ -43,8 +43,11 @@ def test_the_route_serves_each_rung_like_the_template_and_the_rest_as_they_are()
 def test_without_other_models_the_original_is_the_16_bit_rung_and_can_be_named():
     cfg = load_config(STUDY, ["serve.models=[{id: g, engine: llama.cpp}]", "study.original=null"])
     assert plan(cfg).original == "g-f16"
-    cfg = load_config(STUDY, ["serve.models=[{id: g, engine: llama.cpp}]", "study.original=g-q8_0"])
-    assert plan(cfg).original == "g-q8_0"
+    cfg = load_config(STUDY, ["serve.models=[{id: g, engine: llama.cpp}]", "study.original=g-q2_k"])
+    assert plan(cfg).original == "g-q2_k"
+    cfg = load_config(STUDY, ["serve.models=[{id: g, engine: llama.cpp}]", "study.original=null",
+                              "study.ladder=[Q2_K,Q8_0,Q4_K_M]"])
+    assert plan(cfg).original == "g-q8_0"  # the most precise rung
 
 
 @pytest.mark.parametrize("overrides, words", [
