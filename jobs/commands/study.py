@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 APP_NAME = "judgefleet-study"
-STOP_WAIT_S = 30.0  # how long a stopped study waits for its runs to reach a batch boundary
+STOP_WAIT_S = 10.0  # how long a stopped study waits for its runs to reach a batch boundary
 
 
 class StudyStopped(Exception):
@@ -217,6 +217,7 @@ class StudyRun:
                 self.console.print("[yellow]stopping[/]: each run writes what it has judged ...")
                 stop.set()
                 concurrent.futures.wait(futures, timeout=STOP_WAIT_S)
+                _quiet_after_shutdown()
                 raise
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -283,6 +284,17 @@ class PoolMemory:
                 peak = (m.engine_stats or {}).get("peak_rss_bytes")
                 if isinstance(peak, int):
                     self.peaks[model_id] = max(self.peaks.get(model_id, 0), peak)
+
+
+def _quiet_after_shutdown() -> None:
+    """Runs still inside Ray Data when the study stops end with Ray's shutdown: their errors are
+    expected then, and Ray must not auto-connect them to another cluster on this machine
+    (Ray Data calls `ray.init()` itself when it finds none)."""
+    from ray._private import auto_init_hook
+
+    auto_init_hook.enable_auto_connect = False
+    for name in ("ray.data", "ray._private.worker", "ray"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _quiet_console():
