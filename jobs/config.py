@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -19,7 +20,9 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from jobs.errors import ConfigError
-from serve.config import BUNDLED_MODEL_ID, ServeConfig, validate_serve_config
+from jobs.redact import redact_url
+from serve.config import (BUNDLED_MODEL, BUNDLED_MODEL_ID, OPENAI_LIMITS, RequestLimits, ServeConfig, route_limits,
+                          validate_serve_config)
 
 MODES = ("absolute", "relative", "pairwise_absolute")
 APIS = ("completions", "chat")
@@ -261,8 +264,7 @@ def validate(cfg: JobConfig) -> None:
         raise ConfigError(f"judge.url: '{j.url}' is not an http(s) URL; give the API base, e.g. http://host:8000/v1")
     if not j.model:
         raise ConfigError("judge.model: empty; give the model id the endpoint serves")
-    if "{prompt}" not in j.prompt_format:
-        raise ConfigError("judge.prompt_format: must contain {prompt}")
+    _check_prompt_format(j.prompt_format)
     for key, value, low in (
         ("judge.timeout_s", j.timeout_s, 0.001),
         ("judge.max_retries", j.max_retries, 0),
@@ -280,6 +282,9 @@ def validate(cfg: JobConfig) -> None:
             raise ConfigError(f"{key}: must be at least {low}, got {value}")
     if not 0 < s.top_p <= 1:
         raise ConfigError(f"sampling.top_p: must be in (0, 1], got {s.top_p}")
+    if s.temperature > 2:  # OpenAI's bound, which the route and vLLM enforce
+        raise ConfigError(f"sampling.temperature: must be at most 2 (OpenAI-compatible judges refuse more), "
+                          f"got {s.temperature}")
     if j.max_in_flight < j.clients:
         raise ConfigError(f"judge.max_in_flight ({j.max_in_flight}) must be at least judge.clients ({j.clients})")
     unknown = [m for m in cfg.bench.methods if m not in BENCH_METHODS]
@@ -304,6 +309,57 @@ def validate(cfg: JobConfig) -> None:
                 f"judge.model: '{j.model}' is not one of the models under serve.models ({', '.join(served)}); "
                 "set judge.model to one of them, or judge.url to an external endpoint"
             )
+        pool = [i for i, m in enumerate(cfg.serve.models) if m.id == j.model]
+        if j.api == "chat" and all(cfg.serve.models[i].model == BUNDLED_MODEL for i in pool):
+            raise ConfigError(f"judge.api: chat needs a chat template, and the bundled judge (serve.models.{pool[0]}) "
+                              "is a base model without one, so every row would be refused; use judge.api=completions")
+    # An external endpoint's own limits (its context) are checked once it answers (JudgeEndpoint.check).
+    check_requests(cfg, route_limits(cfg.serve, j.model) if j.url is None else OPENAI_LIMITS)
+
+
+# The fields a completions prompt layout may name (`JudgeSettings.format_prompt` fills them in).
+PROMPT_FORMAT_FIELDS = ("system", "prompt")
+
+
+def _check_prompt_format(text: str) -> None:
+    """judge.prompt_format names only {system} and {prompt}: any other field fails every row."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as e:  # a lone "{" or "}"
+        raise ConfigError(f"judge.prompt_format: {e}; write {{{{ and }}}} for literal braces") from None
+    unknown = [f for f in fields if f not in PROMPT_FORMAT_FIELDS]
+    if unknown:
+        raise ConfigError(f"judge.prompt_format: unknown field {{{unknown[0]}}}; it may hold only {{system}} and "
+                          "{prompt} (write {{ and }} for literal braces)")
+    if "prompt" not in fields:
+        raise ConfigError("judge.prompt_format: must contain {prompt}")
+
+
+def check_requests(cfg: JobConfig, limits: RequestLimits) -> None:
+    """The requests a job sends stay within what the judge accepts (`limits`: the route deployed
+    under `serve`, or what an external endpoint states), else every row would fail the same way."""
+    s, j = cfg.sampling, cfg.judge
+    if s.top_logprobs > limits.logprobs:
+        raise ConfigError(f"sampling.top_logprobs: {s.top_logprobs} is more than the {limits.logprobs} alternatives "
+                          f"{limits.source} returns per token; set sampling.top_logprobs={limits.logprobs} or less")
+    # All samples of a prompt go out as one request (n = num_samples).
+    if s.num_samples > limits.n:
+        if limits.n_key:
+            raise ConfigError(
+                f"sampling.num_samples: {s.num_samples} samples go to the judge as one request, and a replica of "
+                f"{limits.n_key.rsplit('.', 1)[0]} decodes at most {limits.n} sequences at once ({limits.n_key}), "
+                f"so it would refuse every row; set sampling.num_samples={limits.n} or less, or raise {limits.n_key}")
+        raise ConfigError(f"sampling.num_samples: {s.num_samples} is more than the {limits.n} samples {limits.source} "
+                          f"takes in one request; set sampling.num_samples={limits.n} or less")
+    if s.max_tokens > limits.max_tokens:
+        raise ConfigError(f"sampling.max_tokens: {s.max_tokens} is more than {limits.source} allows "
+                          f"({limits.max_tokens}); lower sampling.max_tokens")
+    context = limits.context_length
+    if context is not None and s.max_tokens >= context:
+        where = limits.context_key or f"as {redact_url(j.url or '')}/models states"
+        raise ConfigError(f"sampling.max_tokens: {s.max_tokens} tokens of answer leave no room for a prompt in the "
+                          f"judge's context of {context} tokens ({where}); set sampling.max_tokens below {context}"
+                          + (f", or raise {limits.context_key}" if limits.context_key else ""))
 
 
 def _choice(key: str, value: str, allowed) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 from ray.serve import Application
 
-from serve.config import APP_NAME, ServeConfig, api_key, validate_serve_config
+from serve.config import APP_NAME, DEFAULT_PORT, ServeConfig, api_key, validate_serve_config
 from serve.ingress import Ingress
 from serve.members import member_specs
 
@@ -25,7 +25,8 @@ from serve.members import member_specs
 def build_app(cfg: ServeConfig, app_name: str = APP_NAME) -> Application:
     validate_serve_config(cfg)
     ingress = Ingress.options(num_replicas=cfg.ingress_replicas)
-    direct = {"host": cfg.host, "port": cfg.port} if cfg.front == "direct" else None
+    # A Serve YAML (`serve run`, RayService) that gives no port: where a standing route listens.
+    direct = {"host": cfg.host, "port": cfg.port or DEFAULT_PORT} if cfg.front == "direct" else None
     if direct:
         # The listener must be where clients expect it: on the head node, beside the driver.
         ingress = ingress.options(ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})

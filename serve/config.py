@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional
 
 ENGINES = ("llama.cpp", "vllm", "openai")
@@ -27,6 +27,9 @@ API_KEY_ENV = "JUDGEFLEET_API_KEY"
 # copy of it, converted once on the node.
 BUNDLED_MODEL = "bundled:gemma3-270m-q4_k_m"
 BUNDLED_MODEL_ID = "gemma3-270m"
+
+# Where a standing route listens when serve.port is not set.
+DEFAULT_PORT = 8000
 
 
 @dataclass
@@ -94,7 +97,10 @@ class ModelConfig:
 @dataclass
 class ServeConfig:
     host: str = "127.0.0.1"
-    port: int = 8000
+    # null: `judgefleet serve` (a route that stays up for other clients) listens on DEFAULT_PORT;
+    # a job that deploys the route for itself alone (`score`) takes any free port, so a run never
+    # waits for, or talks to, what another run left on a well-known port.
+    port: Optional[int] = None
     # Clients must send "Authorization: Bearer <api_key>"; empty: $JUDGEFLEET_API_KEY, else open.
     api_key: Optional[str] = None
     # HeadOnly: one HTTP proxy on the head node. EveryNode: one per node (behind a load balancer).
@@ -129,11 +135,47 @@ def member_names(cfg: ServeConfig) -> List[str]:
     return names
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request to a judge may ask for; past any of these it is refused (400)."""
+
+    source: str  # who sets them, for messages: "judgefleet's route", "an OpenAI-compatible API"
+    n: int  # samples of one prompt in one request
+    logprobs: int  # top log-probabilities per token
+    max_tokens: int
+    context_length: Optional[int] = None  # tokens per sequence, prompt and answer; None: not stated
+    n_key: Optional[str] = None  # the setting that bounds n below the route's own bound
+    context_key: Optional[str] = None  # the setting that bounds the context
+
+
+# OpenAI's API returns at most 20 top log-probabilities per token (vLLM's default max_logprobs too).
+OPENAI_LIMITS = RequestLimits("an OpenAI-compatible API", n=1 << 31, logprobs=20, max_tokens=1 << 31)
+
+
+def route_limits(cfg: Optional[ServeConfig] = None, model: Optional[str] = None) -> RequestLimits:
+    """The limits of judgefleet's route: its request validation (serve/openai.py), narrowed, when
+    `cfg` is the route's config, by the members serving `model`: the smallest context of the
+    pool, and a llama.cpp replica's `parallel` (it refuses n above it; the ingress may route a
+    request to any member of the pool)."""
+    from serve.openai import MAX_LOGPROBS, MAX_N, MAX_TOKENS
+
+    limits = RequestLimits("judgefleet's route", n=MAX_N, logprobs=MAX_LOGPROBS, max_tokens=MAX_TOKENS)
+    for i, m in enumerate(cfg.models if cfg is not None else ()):
+        if m.id != model:
+            continue
+        key = f"serve.models.{i}"
+        if m.engine == "llama.cpp" and m.parallel < limits.n:
+            limits = replace(limits, n=m.parallel, n_key=f"{key}.parallel")
+        if limits.context_length is None or m.context_length < limits.context_length:
+            limits = replace(limits, context_length=m.context_length, context_key=f"{key}.context_length")
+    return limits
+
+
 def validate_serve_config(cfg: ServeConfig) -> None:
     """Raise ValueError naming the bad key and what to do; the caller adds context."""
     if not cfg.models:
         raise ValueError("serve.models: empty; list at least one model to serve")
-    if not 0 < cfg.port < 65536:
+    if cfg.port is not None and not 0 < cfg.port < 65536:
         raise ValueError(f"serve.port: {cfg.port} is not a TCP port (1-65535)")
     if cfg.proxy_location not in ("HeadOnly", "EveryNode", "Disabled"):
         raise ValueError(f"serve.proxy_location: '{cfg.proxy_location}' is not one of HeadOnly, EveryNode, Disabled")

@@ -10,6 +10,12 @@ OpenAI URL checked), readiness awaited, and everything it started torn down on e
 `score` and `serve` (and so bench's judgefleet method), the benchmarks and the test fixtures all
 go through this class, so starting Ray, installing the SIGTERM handler, deploying, waiting and
 deleting are written once.
+
+A job's own route listens on any free port unless `serve.port` says where (`standing=True`, for
+`judgefleet serve`: DEFAULT_PORT). A local Ray this owner starts ends with its driver, whatever
+ends the driver: Ray's workers (the replicas) outlive a killed driver by minutes, holding their
+ports and answering, so a watchdog process (`_reap_when_orphaned`) kills them within seconds.
+
 Readiness is read from the route's typed `GET /pools` (`serve.wire`); the endpoint's model card
 says its context length and whether it is judgefleet's route (lineage, list prompts, member
 preference) or just any OpenAI server.
@@ -19,17 +25,21 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import httpx
 
 from serve import wire
-from serve.config import APP_NAME, ModelConfig, ServeConfig, api_key
+from serve.config import APP_NAME, DEFAULT_PORT, ModelConfig, ServeConfig, api_key
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +65,12 @@ class JudgeEndpoint:
     def __init__(self, serve_config: ServeConfig, model: str, *, url: Optional[str] = None,
                  api_key_setting: Optional[str] = None, ray_address: Optional[str] = None,
                  ray_num_cpus: Optional[int] = None, app_name: str = APP_NAME, route_prefix: str = "/",
-                 timeout_s: float = 900.0):
+                 timeout_s: float = 900.0, standing: bool = False):
+        # standing: a route that stays up for other clients (`judgefleet serve`); with serve.port
+        # unset it listens on DEFAULT_PORT, where they expect it, not on any free port.
         self.serve_config = serve_config
+        self._standing = standing
+        self._any_port = False  # the port was picked here, not configured: another may replace it
         self.model = model
         self.url = url.rstrip("/") if url else None
         self._api_key_setting = api_key_setting
@@ -71,16 +85,41 @@ class JudgeEndpoint:
         # started Serve, and deployed the app: it undoes exactly those on exit.
         self._connected = self._own_cluster = self._started_serve = self._deployed = False
         self._previous_sigterm = None
+        self._reaper: Optional[subprocess.Popen] = None
+
+    @property
+    def port(self) -> Optional[int]:
+        """Where the deployed route listens (known after `check`)."""
+        return self.serve_config.port
 
     # -- before Ray ---------------------------------------------------------------------------
-    def check(self, timeout_s: float = 10.0) -> None:
+    def check(self, timeout_s: float = 10.0) -> Optional[Endpoint]:
         """The checks that need no Ray: an external URL answers, takes the key and serves the
-        model; or the port the route will listen on is free."""
+        model (returns it, with what its card states); or the port the route will listen on is free."""
         if self.url:
             self._external = self._check_external(timeout_s)
         else:
-            check_port_free(self.serve_config.host, self.serve_config.port)
+            self._resolve_port()
         self._checked = True
+        return self._external
+
+    def _resolve_port(self) -> None:
+        cfg = self.serve_config
+        if cfg.port is None and not self._standing and self._starts_own_cluster():
+            # Only this job talks to its route: any free port does, and none is shared with a
+            # run before or after it. (A cluster joined may already run Serve on its own port.)
+            self.serve_config, self._any_port = replace(cfg, port=free_port(cfg.host)), True
+            return
+        if cfg.port is None:
+            self.serve_config = cfg = replace(cfg, port=DEFAULT_PORT)
+        check_port_free(cfg.host, cfg.port)
+
+    def _starts_own_cluster(self) -> bool:
+        ray = sys.modules.get("ray")  # not imported yet: not connected yet
+        if ray is not None and ray.is_initialized():
+            return False
+        address = self._ray_address or os.environ.get("RAY_ADDRESS")
+        return not address or address == "local"
 
     def _check_external(self, timeout_s: float) -> Endpoint:
         url, model = self.url, self.model
@@ -139,6 +178,7 @@ class JudgeEndpoint:
                 ray.shutdown()
         finally:
             self._restore_sigterm()
+            self._stop_reaper()
 
     # -- helpers --------------------------------------------------------------------------------
     def _connect_ray(self) -> None:
@@ -157,12 +197,45 @@ class JudgeEndpoint:
             # Replicas block on their engine rather than on a CPU: more logical CPUs than cores.
             cores = os.cpu_count() or 1
             ray.init(address="local", num_cpus=self._ray_num_cpus or max(8, 4 * cores), **common)
+            self._start_reaper()
         self._connected = True
+
+    def _start_reaper(self) -> None:
+        """A watchdog that ends this driver's processes when the driver ends without doing so.
+
+        Ray fate-shares its GCS and raylet with the driver, but not the workers: after a SIGKILL
+        (or the OOM killer) the replicas live on for a minute or two, a direct-front ingress still
+        listening. The watchdog is the driver's child in a session of its own (a signal to the
+        driver's process group spares it); it notes the driver's descendants every half second,
+        and once its parent is gone, kills them. On a clean exit the owner stops it first.
+        """
+        if sys.platform == "win32":
+            return
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(Path(__file__).resolve().parents[1]),
+                                                                         os.environ.get("PYTHONPATH")))))
+        code = f"from serve.endpoint import _reap_when_orphaned; _reap_when_orphaned({os.getpid()})"
+        try:
+            # Its stdin is a pipe whose other end only this process holds: it closes when we end.
+            self._reaper = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+        except OSError as e:  # a job without its watchdog still runs; only a killed driver leaves strays
+            log.warning("could not start the watchdog that ends Ray's processes with this job: %s", e)
+
+    def _stop_reaper(self) -> None:
+        if self._reaper is not None:
+            reaper, self._reaper = self._reaper, None
+            reaper.terminate()  # SIGTERM: stand down, Ray has shut down itself
+            _quietly(lambda: reaper.wait(timeout=5), "the watchdog did not stop")
+            _quietly(reaper.stdin.close, "closing the watchdog's pipe")
 
     def _deploy(self) -> Endpoint:
         from serve.app import build_app
 
         serve = _serve()
+        if self._any_port and not port_is_free(self.serve_config.host, self.serve_config.port):
+            # Taken since `check` (a free port is only a guess until bound): take another.
+            self.serve_config = replace(self.serve_config, port=free_port(self.serve_config.host))
         cfg = self.serve_config
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         # Per-request access logs would bury the job's own output; they stay in Ray's log files.
@@ -220,16 +293,77 @@ class JudgeEndpoint:
             self._previous_sigterm = None
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: Optional[int]) -> None:
+    """EndpointError when `port` is taken (None: a port is picked when the route is deployed)."""
+    if port is not None and not port_is_free(host, port):
+        raise EndpointError(
+            f"serve.port: {host}:{port} is already in use; pick another (serve.port=8001), leave serve.port unset "
+            f"for a job's own route, or if a judgefleet route already runs there, use it with "
+            f"judge.url=http://{host}:{port}/v1"
+        )
+
+
+def port_is_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR as servers bind, but not SO_REUSEPORT: a listener that shares the port with
+    # others (the direct front's does) counts as taking it.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
-            raise EndpointError(
-                f"serve.port: {host}:{port} is already in use; pick another (serve.port=8001), or if a judgefleet "
-                f"route already runs there, use it with judge.url=http://{host}:{port}/v1"
-            ) from None
+            return False
+    return True
+
+
+def free_port(host: str) -> int:
+    """A port free on `host` now, from the kernel's ephemeral range (Ray's workers take theirs
+    from 10002-19999, below it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _reap_when_orphaned(driver: int, poll_s: float = 0.5) -> None:
+    """The watchdog's body (see `JudgeEndpoint._start_reaper`): while `driver` is this process's
+    parent, note its descendants; once it is not, SIGKILL those still running. SIGTERM to the
+    watchdog stands it down.
+
+    The end of the driver shows at once as the end of stdin (a pipe only the driver holds), and in
+    any case within `poll_s` as a new parent. SIGKILL, not SIGTERM: the driver is gone, Ray's GCS
+    and raylet with it, so its workers have nothing left to finish, and a replica shutting down
+    gracefully would hold its port (and answer on it) while the next run starts.
+    """
+    import psutil
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    me = os.getpid()
+    seen, looked, watching_pipe = {}, 0.0, True
+    try:
+        parent = psutil.Process(driver)
+    except psutil.Error:
+        return
+    while os.getppid() == driver:
+        if time.monotonic() - looked >= poll_s:
+            looked = time.monotonic()
+            try:
+                # A psutil.Process knows its start time: is_running() is false for a pid since reused.
+                seen = {pid: p for pid, p in seen.items() if p.is_running()}
+                seen.update((p.pid, p) for p in parent.children(recursive=True) if p.pid != me and p.pid not in seen)
+            except psutil.Error:
+                pass
+        if watching_pipe and select.select([sys.stdin], [], [], poll_s)[0]:
+            watching_pipe = bool(os.read(sys.stdin.fileno(), 1024))  # end of file: the driver is ending
+        elif not watching_pipe:
+            time.sleep(0.02)  # until the kernel gives this process its new parent
+    alive = {pid: p for pid, p in seen.items() if p.is_running()}
+    for p in list(alive.values()):  # what they started since the last look (e.g. a replica's engine)
+        try:
+            alive.update((c.pid, c) for c in p.children(recursive=True) if c.pid != me)
+        except psutil.Error:
+            pass
+    for p in alive.values():
+        _quietly(p.kill, "kill")
 
 
 async def start_in_process(model: ModelConfig, member: str = "in-process"):

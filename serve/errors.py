@@ -9,10 +9,16 @@
 
 `OpenAIError` is raised inside a model replica, which answers it as a reply with the right
 status. Its fields travel in `args` so it pickles.
+
+Anything else is a fault of the route, answered by `internal_error`: a 500 that carries an error
+id and no internals (exception text can hold paths, prompts or library details a client should
+not see, and a client cannot fix it anyway); the same id is in the log line with the traceback.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Optional
 
 _TYPES = {
@@ -50,8 +56,29 @@ def error_body(status: int, message: str, param: Optional[str] = None, code: Opt
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def internal_error(log: logging.Logger, what: str) -> dict:
+    """Log the exception being handled under a new error id; the OpenAI-shaped 500 body naming it."""
+    error_id = uuid.uuid4().hex[:16]
+    log.exception("internal error %s: %s", error_id, what)
+    return error_body(500, f"internal error {error_id}; the server's log has its details under this id",
+                      code="internal_error")
+
+
 class MemberError(Exception):
-    """A pool member could not take a request; another member may."""
+    """A pool member could not take a request; another member may.
+
+    `retry_after_s`: how long the member asked not to be sent requests (an external server's
+    Retry-After, already capped), or None."""
+
+    def __init__(self, message: str = "", retry_after_s: Optional[float] = None):
+        super().__init__(message, retry_after_s)
+
+    @property
+    def retry_after_s(self) -> Optional[float]:
+        return self.args[1] if len(self.args) > 1 else None
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class MemberFull(MemberError):

@@ -8,6 +8,9 @@ alone adds about 7 ms and caps a trivial route near 280 requests/s.
 
 It is the Ray half of routing: it connects the members the builder describes (`MemberSpec`) and
 keeps their running replica counts current from Serve's controller; the `Router` decides.
+
+Both fronts stop reading a body past `serve.openai.MAX_BODY_BYTES` (413), and both cancel the
+request when its client disconnects, which cancels it on the replica too (`serve.members`).
 """
 
 import asyncio
@@ -19,8 +22,9 @@ from fastapi.responses import Response
 from ray import serve
 
 from serve.members import MemberSpec, pool_members
+from serve.openai import MAX_BODY_BYTES
 from serve.pool import Pool
-from serve.router import Router
+from serve.router import Reply, Router
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
@@ -45,7 +49,52 @@ async def refresh_replicas_forever(pools: List[Pool], app_name: str) -> None:
         await asyncio.sleep(REFRESH_S)
 
 
+async def read_capped(request: Request) -> Optional[bytes]:
+    """The body, or None once it is past MAX_BODY_BYTES (the rest is not read into memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def http_response(reply: Reply) -> Response:
+    return Response(reply.payload(), status_code=reply.status, headers=reply.headers, media_type="application/json")
+
+
+async def listen_direct(router: Router, host: str, port: int):
+    """The direct front: an aiohttp listener that hands requests to `router`; returns its runner
+    (`await runner.cleanup()` stops it)."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            reply = router.too_large()
+        else:
+            reply = await router.handle(request.method, request.path, request.headers, body)
+        return web.Response(body=reply.payload(), status=reply.status, headers=reply.headers,
+                            content_type="application/json")
+
+    server = web.Application(client_max_size=MAX_BODY_BYTES)
+    server.router.add_route("*", "/{tail:.*}", handle)
+    # handler_cancellation: a client that disconnects cancels its handler (aiohttp's default lets
+    # it run on), and so its request on the replica.
+    runner = web.AppRunner(server, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_port=True, backlog=2048).start()
+    return runner
+
+
 app = FastAPI(title="judgefleet route", docs_url=None, redoc_url=None)
+# Every method reaches the router, so even a wrong one gets an OpenAI-shaped answer.
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 @serve.deployment(name="ingress", max_ongoing_requests=2000)
@@ -56,27 +105,13 @@ class Ingress:
         self._router = Router(pool_members(pools), api_key, retry_after_s)
         loop = asyncio.get_running_loop()
         self._refresher = loop.create_task(refresh_replicas_forever(list(self._router.pools.values()), app_name))
-        self._site = None
+        self._listener = None
         if direct:
-            await self._listen(direct["host"], direct["port"])
+            self._listener = await listen_direct(self._router, direct["host"], direct["port"])
 
-    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    @app.api_route("/{path:path}", methods=_METHODS)
     async def any_route(self, path: str, request: Request) -> Response:
-        reply = await self._router.handle(request.method, path, request.headers, await request.body())
-        return Response(reply.payload(), status_code=reply.status, headers=reply.headers, media_type="application/json")
-
-    async def _listen(self, host: str, port: int) -> None:
-        from aiohttp import web
-
-        async def handle(request: web.Request) -> web.Response:
-            reply = await self._router.handle(request.method, request.path, request.headers, await request.read())
-            return web.Response(body=reply.payload(), status=reply.status, headers=reply.headers,
-                                content_type="application/json")
-
-        server = web.Application(client_max_size=64 << 20)
-        server.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(server, access_log=None)
-        await runner.setup()
-        self._site = web.TCPSite(runner, host, port, reuse_port=True, backlog=2048)
-        await self._site.start()
-
+        body = await read_capped(request)
+        if body is None:
+            return http_response(self._router.too_large())
+        return http_response(await self._router.handle(request.method, path, request.headers, body))

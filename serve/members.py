@@ -11,6 +11,7 @@ No Ray at import: Ray is imported by the builders and by `DeploymentMember` when
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import re
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ class MemberSpec:
     # place); None for an external server.
     app: Any = None
     upstream: Optional[UpstreamSettings] = None
+    # autoscaling min_replicas 0: with no replica the router still wakes it (`serve.pool`).
+    scales_to_zero: bool = False
 
 
 def member_spec(m: ModelConfig, member: str) -> MemberSpec:
@@ -71,6 +74,7 @@ def member_spec(m: ModelConfig, member: str) -> MemberSpec:
         model_id=m.id, name=member, engine=m.engine, deployment=deployment_name(m.id, member),
         max_ongoing=m.max_ongoing_requests, max_queued=m.max_queued_requests,
         replicas=max(replicas, 1), context_length=m.context_length,
+        scales_to_zero=m.autoscaling is not None and m.autoscaling.min_replicas == 0,
     )
     return _load(_registered(m.engine).builder)(m, spec)
 
@@ -149,8 +153,14 @@ class DeploymentMember:
         self._handle = handle
 
     async def call(self, method: str, body: dict) -> dict:
+        response = getattr(self._handle, method).remote(body)
         try:
-            return await getattr(self._handle, method).remote(body)
+            return await response
+        except asyncio.CancelledError:
+            # The caller is gone (client disconnected, or the route gave up): awaiting alone would
+            # leave the replica generating for no one, so cancel the request there too.
+            response.cancel()
+            raise
         except Exception as e:
             failure = _ray_failure(e)
             if failure is None:
@@ -184,8 +194,10 @@ def pool_member(spec: MemberSpec) -> Member:
         client = Upstream(spec)
     else:
         client = DeploymentMember(spec.app)
+    # A deployment's replica count is a guess until the controller reports it (readiness waits).
     return Member(spec.name, spec.engine, client, spec.deployment, spec.max_ongoing, spec.max_queued,
-                  context_length=spec.context_length, replicas=spec.replicas)
+                  context_length=spec.context_length, replicas=spec.replicas, scales_to_zero=spec.scales_to_zero,
+                  reported=spec.deployment is None)
 
 
 def pool_members(pools: Dict[str, List[MemberSpec]]) -> Dict[str, List[Member]]:

@@ -5,6 +5,11 @@ model's engine), so tests and other engines reuse the same replica; it uses the 
 through `serve.engines.base.Engine`. Every response carries the `serve.wire.Lineage` of the
 backend, replica, node and model file that answered, so a scored row can say exactly which
 weights judged it.
+
+A request is all or nothing: every prompt is checked against the context before any starts; when one
+fails, or the request is cancelled (its client went away), every prompt still generating is
+cancelled in the engine at once - work nobody will read would otherwise hold slots unseen by
+the route's backpressure.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, replace
-from typing import Optional
+from typing import List, Optional
 
 from serve import openai as oa
 from serve import wire
 from serve.config import ModelConfig
 from serve.engines.base import Engine, GenerationRequest, PromptTooLong
-from serve.errors import OpenAIError
+from serve.errors import OpenAIError, internal_error
 from serve.members import MemberSpec, actor_options, deployment_options, engine_class
 from serve.process_memory import replica_memory
 
@@ -82,13 +87,17 @@ class ModelServer:
     async def _completions(self, body: dict) -> dict:
         req: oa.CompletionRequest = oa.parse(oa.CompletionRequest, body)
         req.unsupported()
+        req.check_fits(self.config.context_length)
         params = req.sampling(req.max_tokens, req.logprobs)
-        results = await asyncio.gather(*(self._generate(self._tokenize(p), params, req.n, p) for p in req.prompt))
-        return oa.completion_body(self.config.id, list(results), self.lineage)
+        requests = [GenerationRequest(await self._prompt_tokens(p), params, req.n, p if isinstance(p, str) else None)
+                    for p in req.prompt]
+        results = await self._generate_all(requests)
+        return oa.completion_body(self.config.id, results, self.lineage)
 
     async def _chat(self, body: dict) -> dict:
         req: oa.ChatRequest = oa.parse(oa.ChatRequest, body)
         req.unsupported()
+        req.check_fits(self.config.context_length)
         if self._chat_template is None:
             raise OpenAIError(
                 400,
@@ -98,13 +107,16 @@ class ModelServer:
             )
         text = self._render_chat(req)
         top = (req.top_logprobs or 0) if req.logprobs else None
-        params = req.sampling(req.max_completion_tokens or req.max_tokens or 512, top)
-        result = await self._generate(self._tokenize(text, chat=True), params, req.n, text)
+        max_tokens = req.max_completion_tokens or req.max_tokens or min(512, self.config.context_length - 1)
+        params = req.sampling(max_tokens, top)
+        (result,) = await self._generate_all([GenerationRequest(await self._prompt_tokens(text, chat=True), params,
+                                                                req.n, text)])
         return oa.chat_body(self.config.id, result, self.lineage)
 
     async def _tokenize_request(self, body: dict) -> dict:
         req: oa.TokenizeRequest = oa.parse(oa.TokenizeRequest, body)
-        tokens = self.engine.tokenize(req.prompt, add_special=req.add_special_tokens)
+        req.check_fits(self.config.context_length)
+        tokens = await _off_loop(self.engine.tokenize, req.prompt, add_special=req.add_special_tokens)
         return {"count": len(tokens), "max_model_len": self.config.context_length, "tokens": tokens}
 
     def stats(self) -> dict:
@@ -118,14 +130,35 @@ class ModelServer:
         await self.engine.shutdown()
 
     # -- helpers ------------------------------------------------------------------------
-    def _tokenize(self, text: str, chat: bool = False) -> list:
+    async def _prompt_tokens(self, prompt, chat: bool = False) -> list:
+        """Token ids of a prompt given as text (tokenized) or as token ids (as they are)."""
+        if not isinstance(prompt, str):
+            return list(prompt)
         # A chat template writes BOS itself when the model wants it.
-        add_special = not (chat and text.startswith(self.engine.bos_text()))
-        return self.engine.tokenize(text, add_special=add_special)
+        add_special = not (chat and prompt.startswith(self.engine.bos_text()))
+        return await _off_loop(self.engine.tokenize, prompt, add_special=add_special)
 
-    async def _generate(self, tokens: list, params, n: int, text: Optional[str] = None):
+    async def _generate_all(self, requests: List[GenerationRequest]) -> list:
+        """Every request's result, or none: all are checked first; one failing (or this being
+        cancelled) cancels the others in the engine before the error is answered."""
+        context = self.config.context_length
+        for i, request in enumerate(requests):
+            if len(request.prompt_tokens) >= context:
+                raise OpenAIError(400, f"prompt {i} is {len(request.prompt_tokens)} tokens; this model's context is "
+                                  f"{context} tokens per sequence, with room needed for the answer",
+                                  "prompt", wire.CONTEXT_LENGTH_EXCEEDED)
+        tasks = [asyncio.ensure_future(self._generate(r)) for r in requests]
         try:
-            return await self.engine.generate(GenerationRequest(tokens, params, n, text))
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # each engine job is cancelled by now
+            raise
+
+    async def _generate(self, request: GenerationRequest):
+        try:
+            return await self.engine.generate(request)
         except PromptTooLong as e:
             raise OpenAIError(400, str(e), "prompt", wire.CONTEXT_LENGTH_EXCEEDED) from None
         except ValueError as e:
@@ -148,6 +181,19 @@ async def _reply(work) -> dict:
         return {"status": 200, "body": await work}
     except OpenAIError as e:
         return {"status": e.status, "body": e.body()}
+    except Exception:  # noqa: BLE001 - a fault here, not the client's: an id, details only in the log
+        return {"status": 500, "body": internal_error(log, "a model request")}
+
+
+# Text up to this many characters is tokenized on the event loop; longer text in a thread, so
+# one long prompt does not hold up every other request of the replica (llama.cpp releases the GIL).
+_TOKENIZE_INLINE_CHARS = 4096
+
+
+async def _off_loop(tokenize, text: str, add_special: bool) -> list:
+    if len(text) <= _TOKENIZE_INLINE_CHARS:
+        return tokenize(text, add_special=add_special)
+    return await asyncio.to_thread(tokenize, text, add_special)
 
 
 class _OutsideServe(ModelServer):

@@ -6,6 +6,12 @@ never to a member that is down. A member is down while it has no running replica
 controller reports it) or for a moment after one of its replicas died under a request. When
 every member is full or down, the caller is told to come back later instead of queueing.
 
+A member that may scale to zero (autoscaling min_replicas 0) and has no replica is *cold*, not
+down: it is the last resort, sent a request only when no running member can take it. Serve then
+queues that request while it starts a replica - without it, Serve would never see load and the
+member would never scale up again. A member may also ask for a pause (an external server's
+429 + Retry-After): it is skipped until then.
+
 Pure Python, no Ray: the ingress feeds it facts (requests out, replica counts, failures), and
 reaches every member, whatever its engine, through one `MemberClient`.
 """
@@ -48,6 +54,12 @@ class Member:
     down_until: float = 0.0
     served: int = 0
     failed: int = 0
+    # autoscaling min_replicas 0: with no replica it is cold (a request starts one), not down.
+    scales_to_zero: bool = False
+    # Whether the replica count is known (Serve's controller reported it); until then `replicas`
+    # is the builder's guess, and the member does not count for readiness.
+    reported: bool = True
+    paused_until: float = 0.0  # the member asked for no requests until then (Retry-After)
 
     @property
     def capacity(self) -> int:
@@ -57,11 +69,21 @@ class Member:
         return self.capacity - self.outstanding
 
     def accepts(self) -> bool:
-        """Room for one more: in a replica's slots, or in the deployment's bounded queue."""
+        """Room for one more: in a replica's slots, or in the deployment's bounded queue (a cold
+        member takes at least one request, the one that wakes it)."""
+        if self.replicas == 0:
+            return self.outstanding < max(self.max_queued, 1)
         return self.outstanding < self.capacity + self.max_queued
 
     def is_down(self, now: float) -> bool:
         return self.replicas == 0 or now < self.down_until
+
+    def is_cold(self, now: float) -> bool:
+        return self.scales_to_zero and self.replicas == 0 and now >= self.down_until
+
+    def can_answer(self, now: float) -> bool:
+        """Up or cold, with a known replica count: ready to be sent a request (if it has room)."""
+        return self.reported and (not self.is_down(now) or self.is_cold(now))
 
 
 @dataclass
@@ -73,31 +95,59 @@ class Pool:
     down_s: float = 5.0
 
     def candidates(self) -> List[Member]:
-        """Up members with room, most spare capacity first (ties: fewest served, for spread)."""
+        """Up members with room, most spare capacity first (ties: fewest served, for spread);
+        then cold members with room, to wake one when no running member can take the request."""
         now = self.clock()
-        up = [m for m in self.members if not m.is_down(now) and m.accepts()]
-        return sorted(up, key=lambda m: (-m.spare() / max(m.capacity, 1), m.served))
+        ready = [m for m in self.members if now >= m.paused_until and m.accepts()]
+        up = [m for m in ready if not m.is_down(now)]
+        cold = [m for m in ready if m.is_cold(now)]
+        return (sorted(up, key=lambda m: (-m.spare() / max(m.capacity, 1), m.served))
+                + sorted(cold, key=lambda m: (m.outstanding, m.served)))
 
     def state(self) -> str:
-        """'full' when some member is up but all up members are at their bounds, else 'down'."""
+        """'full' when some member is up (or cold) but none can take a request now, else 'down'."""
         now = self.clock()
-        return "full" if any(not m.is_down(now) for m in self.members) else "down"
+        return "full" if any(not m.is_down(now) or m.is_cold(now) for m in self.members) else "down"
 
-    def mark_down(self, member: Member) -> None:
-        member.down_until = self.clock() + self.down_s
+    def ready(self) -> bool:
+        """Some member can answer (readiness): up or cold, as the controller reported it."""
+        now = self.clock()
+        return any(m.can_answer(now) for m in self.members)
+
+    def context_length(self) -> int:
+        """The smallest context of its members (0: none stated): what any request must fit."""
+        return min((m.context_length for m in self.members if m.context_length > 0), default=0)
+
+    def pause_left(self) -> float:
+        """Seconds until a member may be asked again when every live member asked for a pause
+        (0 when some live member did not: it may have room again any moment)."""
+        now = self.clock()
+        live = [m for m in self.members if not m.is_down(now) or m.is_cold(now)]
+        if not live or any(m.paused_until <= now for m in live):
+            return 0.0
+        return min(m.paused_until - now for m in live)
+
+    def mark_down(self, member: Member, seconds: Optional[float] = None) -> None:
+        member.down_until = self.clock() + (self.down_s if seconds is None else max(seconds, self.down_s))
         member.failed += 1
+
+    def pause(self, member: Member, seconds: float) -> None:
+        """Skip the member for `seconds` (it is busy, not broken: it is not counted as failed)."""
+        member.paused_until = max(member.paused_until, self.clock() + seconds)
 
     def set_replicas(self, member: Member, running: int) -> None:
         """The controller's count of running replicas; a member back with replicas is up again."""
         if running > 0 and member.replicas == 0:
             member.down_until = 0.0
         member.replicas = running
+        member.reported = True
 
     def snapshot(self) -> List[MemberState]:
         now = self.clock()
         return [
             MemberState(name=m.name, engine=m.engine, replicas=m.replicas, capacity=m.capacity,
-                        outstanding=m.outstanding, down=m.is_down(now), served=m.served, failed=m.failed)
+                        outstanding=m.outstanding, down=m.is_down(now) and not m.is_cold(now), served=m.served,
+                        failed=m.failed, cold=m.is_cold(now))
             for m in self.members
         ]
 

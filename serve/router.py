@@ -1,7 +1,9 @@
 """The route's logic, free of any web framework and of Ray: (method, path, headers, body) -> Reply.
 
-It checks the API key, validates the body (bad types and bounds are a 400 here, whichever engine
-would have answered), picks the pool member with the most spare capacity, and forwards the body.
+It checks the API key, validates the body (bad types, unknown fields and bounds are a 4xx here,
+whichever engine would have answered, and nothing past a bound reaches a replica: `serve.openai`),
+picks the pool member with the most spare capacity, and forwards the body. A fault of the route
+itself is a 500 with an error id, never exception text (`serve.errors.internal_error`).
 A member whose replica dies under the request is marked down and the request goes to the next
 member, so no request is lost to a dying replica. When every member is at its bounds the answer
 is a quick 429 with Retry-After (503 when none is up): callers slow down instead of piling up.
@@ -18,12 +20,13 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from serve import openai as oa
 from serve import wire
-from serve.errors import MemberFull, MemberGone, OpenAIError, error_body
+from serve.errors import MemberFull, MemberGone, OpenAIError, error_body, internal_error
 from serve.pool import Member, Pool
 
 log = logging.getLogger(__name__)
@@ -55,9 +58,22 @@ class Router:
         self._cards: Dict[str, dict] = {}
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        try:
+            return await self._handle(method, path, headers, body)
+        except Exception:  # noqa: BLE001 - the route's own fault: a 500 with an id, details in the log
+            return Reply(500, internal_error(log, f"{method} {path[:200]}"))
+
+    @staticmethod
+    def too_large() -> Reply:
+        """What a front answers when a body is past `serve.openai.MAX_BODY_BYTES` (it stops reading)."""
+        return _error(413, f"the request body is larger than {oa.MAX_BODY_BYTES} bytes", code="request_too_large")
+
+    async def _handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         path = "/" + path.strip("/") if path != "/" else path
+        if path == wire.LIVE_PATH:
+            return Reply(200, {"status": "ok"})
         if path == wire.HEALTH_PATH:
-            return Reply(200, wire.health_json(list(self.pools)))
+            return self._health()
         denied = self._check_key(headers)
         if denied is not None:
             return denied
@@ -71,12 +87,21 @@ class Router:
         if method == "GET" and path == wire.POOLS_PATH:
             states = {model_id: await self._states(pool) for model_id, pool in self.pools.items()}
             return Reply(200, wire.pools_json(states))
-        return _error(404, f"no route {method} {path}; the API is {_OPENAI_API}")
+        return _error(404, f"no route {method[:10]} {path[:100]}; the API is {_OPENAI_API}")
+
+    def _health(self) -> Reply:
+        """Readiness: 200 once every pool has a member that can answer, else 503 (liveness: /live)."""
+        waiting = [model_id for model_id, pool in self.pools.items() if not pool.ready()]
+        if waiting:
+            return Reply(503, wire.unready_json(list(self.pools), waiting), {"Retry-After": self._retry_after})
+        return Reply(200, wire.health_json(list(self.pools)))
 
     async def _forward(self, method: str, headers: Mapping[str, str], raw: bytes) -> Reply:
+        if raw and len(raw) > oa.MAX_BODY_BYTES:  # a front that read it all anyway
+            return self.too_large()
         try:
-            body = json.loads(raw or b"null")
-        except ValueError:
+            body = json.loads(raw or b"null", parse_constant=_not_json)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
             return _error(400, "the request body is not valid JSON")
         if not isinstance(body, dict):
             return _error(400, "the request body must be a JSON object")
@@ -87,7 +112,10 @@ class Router:
         if pool is None:
             return self._unknown_model(model_id)
         try:
-            oa.parse(_VALIDATORS[method], body)
+            request = oa.parse(_VALIDATORS[method], body)
+            if hasattr(request, "unsupported"):
+                request.unsupported()
+            request.check_fits(pool.context_length())
         except OpenAIError as e:
             return Reply(e.status, e.body())
         # A preferred member goes first when it has room (e.g. the one holding a row's feedback
@@ -103,33 +131,37 @@ class Router:
             member.outstanding += 1
             try:
                 reply = await member.client.call(method, body)
-            except MemberFull:
+            except MemberFull as e:
+                if e.retry_after_s:  # it asked for a pause (capped where it was read)
+                    pool.pause(member, e.retry_after_s)
                 continue  # its queue is full: try the next member
             except MemberGone as e:
                 log.warning("member %s of %s failed under a request (%s); trying another", member.name, model_id, e)
-                pool.mark_down(member)
+                pool.mark_down(member, e.retry_after_s)
                 continue
-            except Exception as e:  # noqa: BLE001 - every failure becomes an OpenAI-shaped answer
-                log.exception("request to %s/%s failed", model_id, member.name)
-                return _error(500, f"internal error in '{model_id}' ({member.name}): {type(e).__name__}: {e}")
+            except Exception:  # noqa: BLE001 - a bug, not the client's: a 500 with an id, no internals
+                return Reply(500, internal_error(log, f"a request to '{model_id}' ({member.name})"))
             finally:
                 member.outstanding -= 1
             member.served += 1
             return _answer(reply)
         if pinned and pool.member(pinned) is None:
-            return _error(404, f"'{model_id}' has no member '{pinned}'", code="member_not_found")
+            return _error(404, f"'{model_id}' has no member '{pinned[:100]}'", code="member_not_found")
         full = pool.state() == "full"
+        # Members that asked for a pause say when to come back; asking sooner only meets another 429.
+        retry = str(max(int(self._retry_after), math.ceil(pool.pause_left())))
         return _error(
             429 if full else 503,
-            f"every member of '{model_id}' is {'at its request bound' if full else 'down'}; retry after {self._retry_after} s",
-            headers={"Retry-After": self._retry_after},
+            f"every member of '{model_id}' is {'at its request bound' if full else 'down'}; retry after {retry} s",
+            headers={"Retry-After": retry},
         )
 
     async def _states(self, pool: Pool) -> List[wire.MemberState]:
         """Each member's routing state, with engine statistics from one of its replicas."""
         states = pool.snapshot()
         for state, member in zip(states, pool.members):
-            if not state.down:
+            # Not a member with no replica: asking a cold one would wake it (and wait for it).
+            if not state.down and member.replicas > 0:
                 try:
                     state.engine_stats = await asyncio.wait_for(member.client.stats(), timeout=2)
                 except Exception:  # noqa: BLE001 - busy or starting: no statistics this time
@@ -153,11 +185,15 @@ class Router:
         pool = self.pools[model_id]
         cards = []
         for member in pool.members:
+            if member.replicas == 0:  # starting, down, or scaled to zero (a card request would wake it)
+                continue
             try:
                 cards.append(await asyncio.wait_for(member.client.card(), timeout=5))
             except Exception:  # noqa: BLE001 - a member still starting has no card yet
                 continue
         card = wire.pool_card(model_id, cards)
+        if not cards and pool.context_length():  # none has a replica yet: the context is configured
+            card["max_model_len"] = pool.context_length()
         if len(cards) == len(pool.members):
             self._cards[model_id] = card
         return card
@@ -165,10 +201,14 @@ class Router:
     def _unknown_model(self, model_id) -> Reply:
         return _error(
             404,
-            f"model '{model_id}' is not served here; available: {', '.join(sorted(self.pools))}",
+            f"model '{str(model_id)[:100]}' is not served here; available: {', '.join(sorted(self.pools))}",
             "model",
             "model_not_found",
         )
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")  # Python's parser takes NaN and Infinity; JSON does not
 
 
 def _answer(reply: dict) -> Reply:

@@ -4,12 +4,17 @@ An existing vLLM server on a GPU box, a llamafile, a hosted API: it joins a judg
 Ray-deployed member, but needs no replica of its own - the ingress forwards the body over HTTP,
 renaming the model if the upstream calls it something else, and answers with the same
 {"status", "body"} contract and lineage as the other engines. A server that does not answer
-(or answers 5xx) is `MemberGone` to the router, like a replica that died; one that answers 429
-is `MemberFull`, like a replica whose queue is full.
+(or answers 5xx, or refuses our key or model name: the route's configuration, not the client's
+mistake) is `MemberGone` to the router, like a replica that died; one that answers 429 is
+`MemberFull`, like a replica whose queue is full. A Retry-After it sends is obeyed (the member
+is skipped that long) up to `RETRY_AFTER_MAX_S`: a server may ask for an hour, and one member's
+word must not take it out of the pool for that long. Its other 4xx answers reach the client in
+OpenAI's shape, whatever shape the server used.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from typing import Optional
@@ -20,6 +25,11 @@ from serve import wire
 from serve.config import ModelConfig
 from serve.errors import MemberFull, MemberGone, error_body
 from serve.members import MemberSpec, UpstreamSettings
+
+# The longest an external server's Retry-After keeps it out of its pool.
+RETRY_AFTER_MAX_S = 30.0
+# Answers that mean the route is misconfigured for this server (key, model name, URL).
+_CONFIG_STATUSES = {401, 403, 404}
 
 # Pool methods -> their path under an OpenAI base URL (".../v1"); /tokenize is not part of the
 # OpenAI API, so upstreams need not have it.
@@ -35,7 +45,7 @@ def build_member(m: ModelConfig, spec: MemberSpec) -> MemberSpec:
 class Upstream:
     """A `serve.pool.MemberClient` over HTTP."""
 
-    def __init__(self, spec: MemberSpec, timeout_s: float = 600.0):
+    def __init__(self, spec: MemberSpec, timeout_s: float = 600.0, retry_after_max_s: float = RETRY_AFTER_MAX_S):
         settings = spec.upstream
         self.url = settings.url.rstrip("/")
         self.model_id = spec.model_id
@@ -47,6 +57,7 @@ class Upstream:
         self._headers = wire.auth_headers(key)
         self._max_connections = spec.max_ongoing + spec.max_queued
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
+        self.retry_after_max_s = retry_after_max_s
         self._http: Optional[aiohttp.ClientSession] = None  # made on the serving event loop, on first use
 
     async def call(self, method: str, body: dict) -> dict:
@@ -58,23 +69,50 @@ class Upstream:
                 headers=self._headers, timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=self._max_connections),
             )
+        # The router refused stream=true already; stream=false keeps a server that streams by
+        # default from answering SSE, which would read as a broken member.
+        request = dict(body, model=self.upstream_model, stream=False)
         try:
-            async with self._http.post(self.url + path, json=dict(body, model=self.upstream_model)) as response:
+            async with self._http.post(self.url + path, json=request) as response:
                 status = response.status
+                wait = self._retry_after(response.headers.get("Retry-After"))
                 if status == 429:  # it is there, only busy: the next member may take it, or the client waits
-                    raise MemberFull("HTTP 429")
-                if status >= 500:
-                    raise MemberGone(f"HTTP {status}")
-                answer = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise MemberGone(f"{type(e).__name__}: {e}") from None
-        if status == 200 and isinstance(answer, dict):
+                    raise MemberFull("HTTP 429", wait)
+                if status >= 500 or status in _CONFIG_STATUSES:
+                    raise MemberGone(f"HTTP {status}", wait)
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise MemberGone(type(e).__name__) from None
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if status < 300:
+            if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+                raise MemberGone("HTTP 200 without an OpenAI answer")
             answer["model"] = self.model_id
             wire.with_lineage(answer, self.lineage)
-        return {"status": status, "body": answer}
+            return {"status": status, "body": answer}
+        return {"status": status, "body": _openai_error(status, answer, raw)}
+
+    def _retry_after(self, value: Optional[str]) -> Optional[float]:
+        seconds = wire.parse_retry_after(value)
+        return None if seconds is None else min(seconds, self.retry_after_max_s)
 
     async def card(self) -> dict:
         return wire.model_card(self.model_id, self.context_length, self.lineage, "openai")
 
     async def stats(self) -> Optional[dict]:
         return None  # an external server's statistics are its own
+
+
+def _openai_error(status: int, answer, raw: bytes) -> dict:
+    """An upstream's error answer in OpenAI's shape (servers use their own: {"detail"}, HTML...)."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        param, code = error.get("param"), error.get("code")
+        return error_body(status, error["message"][:2000], param if isinstance(param, str) else None,
+                          code if isinstance(code, str) else None)
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    message = detail if isinstance(detail, str) else raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
+    return error_body(status, f"the upstream server refused the request: {message}")

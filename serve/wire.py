@@ -13,12 +13,16 @@ header, a field or a path of them. Everything else on the wire is plain OpenAI.
   `judgefleet` (the first member's lineage, plus every member's under `members`).
 - `GET /pools`: each pool's members and their routing state (`MemberState`).
 - `POST /tokenize` {model, prompt}: {count, max_model_len, tokens} (vLLM's shape).
-- `GET /health`: {status, models}, without an API key.
+- `GET /health` (readiness): 200 {status: "ok", models} once every pool has a member that can
+  answer, else 503 {status: "unavailable", models, waiting: [model ids]}; no API key needed.
+- `GET /live` (liveness): 200 {status: "ok"} while the route's process answers at all.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -28,6 +32,7 @@ PREFER_MEMBER_HEADER = "x-judgefleet-prefer-member"
 _LINEAGE_HEADER_PREFIX = "x-judgefleet-"
 
 HEALTH_PATH = "/health"
+LIVE_PATH = "/live"
 POOLS_PATH = "/pools"
 TOKENIZE_PATH = "/tokenize"
 MODELS_PATH = "/v1/models"
@@ -38,6 +43,28 @@ POST_METHODS = {"/v1/completions": "completions", "/v1/chat/completions": "chat"
 def health_json(models: List[str]) -> dict:
     """GET /health: the route is up, and the model ids it serves."""
     return {"status": "ok", "models": sorted(models)}
+
+
+def unready_json(models: List[str], waiting: List[str]) -> dict:
+    """GET /health while some pool has no member that can answer yet (503)."""
+    return {"status": "unavailable", "models": sorted(models), "waiting": sorted(waiting)}
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date); None if absent or bad.
+    Callers cap it: a server may ask for anything."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+        return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 @dataclass(frozen=True)
@@ -180,6 +207,8 @@ class MemberState:
     failed: int
     # Engine statistics from one of its replicas; None while it is busy or starting.
     engine_stats: Optional[dict] = None
+    # Scaled to zero (autoscaling min_replicas 0): no replica now, but a request starts one.
+    cold: bool = False
 
     @property
     def up(self) -> bool:

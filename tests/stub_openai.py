@@ -43,6 +43,8 @@ class StubBehaviour:
     # Answer as judgefleet's route does: this lineage in every completion and in the model card
     # (serve.wire), so jobs take the stub for the route (one verdict request a row).
     lineage: Optional[dict] = None
+    # Answer `stream: true` as OpenAI servers do: server-sent events, not one JSON body.
+    stream_sse: bool = False
 
 
 @dataclass
@@ -159,6 +161,8 @@ class StubOpenAIServer:
                 return fault
             body = await self._body(request)
             b = self.behaviour
+            if b.stream_sse and body.get("stream"):
+                return _sse(body)
             n = 1 if b.ignore_n else int(body.get("n") or 1)
             if isinstance(body.get("prompt"), list):  # a list of prompts: n choices for each, as OpenAI answers
                 n *= len(body["prompt"])
@@ -212,6 +216,12 @@ class StubOpenAIServer:
         body = await request.json()
         count = len(body.get("prompt", "")) // self.behaviour.chars_per_token + 1
         return web.json_response({"count": count, "max_model_len": self.behaviour.max_model_len, "tokens": []})
+
+
+def _sse(body: dict) -> web.Response:
+    chunk = {"id": "cmpl-stub", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
+             "choices": [{"index": 0, "text": "Feedback", "finish_reason": None, "logprobs": None}]}
+    return web.Response(text=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n", content_type="text/event-stream")
 
 
 if __name__ == "__main__":  # a stub for manual runs and benchmarks: python tests/stub_openai.py [--as-route]

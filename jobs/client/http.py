@@ -8,7 +8,9 @@
                              judge_error (5xx, or 408/429 after the retries; invalid JSON)
 
 Transient failures (connection errors, timeouts, 408, 429, 5xx) are retried with exponential
-backoff and full jitter, waiting at least what a `Retry-After` header asks. Other 4xx answers
+backoff and full jitter, waiting at least what a `Retry-After` header asks - up to
+`RETRY_AFTER_MAX_S` (`retry_after_max_s`): a server may ask for an hour, and a job that obeyed
+would sit idle with its rows unscored. Other 4xx answers
 are the request's fault and are not retried. A 429 ("slow down": every judge is busy) does not
 use up a retry: the client keeps backing off until `patience_s` has passed, so a saturated route
 slows a job down instead of failing its rows. `max_in_flight` bounds the requests this client has
@@ -20,7 +22,6 @@ start, so its verdict step still finds its feedback in the judge's cache.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import heapq
 import json
 import itertools
@@ -34,6 +35,8 @@ from jobs.judge.reasons import Reason
 from serve import wire
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+# The longest wait a Retry-After header gets from this client, whatever it asks.
+RETRY_AFTER_MAX_S = 60.0
 
 
 class PrioritySlots:
@@ -84,19 +87,10 @@ def status_reason(status: int, code: Optional[str] = None) -> Reason:
     return Reason.JUDGE_REFUSED if 400 <= status < 500 and status not in RETRY_STATUSES else Reason.JUDGE_ERROR
 
 
-def retry_after_s(value: Optional[str]) -> Optional[float]:
-    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def retry_after_s(value: Optional[str], cap: float = RETRY_AFTER_MAX_S) -> Optional[float]:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), at most `cap`."""
+    seconds = wire.parse_retry_after(value)
+    return None if seconds is None else min(seconds, cap)
 
 
 class OpenAIClient:
@@ -104,13 +98,14 @@ class OpenAIClient:
 
     def __init__(self, base_url: str, api_key: Optional[str] = None, timeout_s: float = 600.0,
                  max_retries: int = 6, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
-                 max_in_flight: int = 64, patience_s: float = 600.0):
+                 max_in_flight: int = 64, patience_s: float = 600.0, retry_after_max_s: float = RETRY_AFTER_MAX_S):
         headers = wire.auth_headers(api_key)
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.patience_s = patience_s
+        self.retry_after_max_s = retry_after_max_s
         self._slots = PrioritySlots(max_in_flight)
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 10.0))
@@ -181,13 +176,13 @@ class OpenAIClient:
                     if status not in RETRY_STATUSES:
                         raise ApiError(problem, status, attempt, retryable=False,
                                        reason=status_reason(status, wire.error_code(text)))
-                    wait_hint = retry_after_s(response_headers.get("retry-after"))
+                    wait_hint = retry_after_s(response_headers.get("retry-after"), self.retry_after_max_s)
                     if status == 429 and time.monotonic() < deadline:
                         throttled += 1
                         attempt -= 1  # being asked to wait is not a failure
                         # Come back when told (spread a little so callers do not return in step).
                         delay = wait_hint * random.uniform(1.0, 1.5) if wait_hint else self._backoff(min(throttled, 6), None)
-                        await asyncio.sleep(delay)
+                        await asyncio.sleep(min(delay, self.retry_after_max_s))
                         continue
             if attempt > self.max_retries:
                 raise ApiError(f"{problem} (after {attempt + throttled} attempts)", status, attempt, retryable=True,

@@ -29,6 +29,7 @@ from jobs.data.costs import projected_costs
 from jobs.data.datasource import check_readable, resolve_paths
 from jobs.data.shards import prepare_output_dir, write_json
 from jobs.errors import ConfigError
+from jobs.redact import redact
 from jobs.judge.row_judge import JudgeSettings, RowJudge, sample_seed
 from jobs.judge.verdict import parse_verdict
 from jobs.runtime.lineage import Lineage
@@ -217,7 +218,7 @@ def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
         "temperature": cfg.sampling.temperature,
         "top_p": cfg.sampling.top_p,
         "model": member.model,
-        "engine": asdict(member),
+        "engine": redact(asdict(member)),  # a member's env and engine_kwargs may hold credentials
         "results": results,
         "ratios": ratios,
         "evaluation": {"rows": evaluation_rows, "judgments": judgments},

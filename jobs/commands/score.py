@@ -14,13 +14,16 @@ import pyarrow.parquet as pq
 from jobs.commands.common import check_columns, judge_endpoint, row_stream
 from jobs.config import JobConfig, swap_of, to_dict
 from jobs.data import resume
+from jobs.redact import redact
+from jobs.data.columns import scan_columns
 from jobs.data.datasource import check_readable, count_rows, make_datasource, resolve_paths
+from jobs.data.lock import OutputLock
 from jobs.data.score_report import write_report
 from jobs.data.shards import ShardWriter, prepare_output_dir, write_json
 from jobs.data.summary import SummaryBuilder, print_summary
 from jobs.judge.row_judge import JudgeSettings
 from jobs.runtime.lineage import Lineage, logged_config
-from jobs.runtime.pipeline import build_dataset
+from jobs.runtime.pipeline import RESULT_COLUMNS, build_dataset
 from serve.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,17 @@ class ScoreRun:
         self.finished = resume.Finished()
         self.total: Optional[int] = None  # rows to score in this run, when the format can count them
         self.lineage = Lineage(None)
+        self.lock: Optional[OutputLock] = None  # held from the checks to the end: one job per output dir
+        self.columns = None  # the input columns and their types, scanned once (jobs.data.columns)
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self) -> dict:
         left = self.check()
         self.lineage = Lineage.start(self.cfg, "score", self.out_dir)
         failed = True
@@ -78,9 +90,14 @@ class ScoreRun:
         """Everything that fails without Ray fails first; True if any row is left to score."""
         cfg = self.cfg
         self.files = resolve_paths(cfg.dataset.path, cfg.dataset.format)
-        check_columns(check_readable(self.files, cfg.dataset.format), cfg)
+        first = check_readable(self.files, cfg.dataset.format)
+        self.columns = scan_columns(self.files, cfg.dataset.format, RESULT_COLUMNS)
+        # The columns of the whole dataset, not of its first row: a first row without a response is
+        # a bad row, not a typo in the config.
+        check_columns(dict.fromkeys(self.columns.names) or first, cfg)
         self.out_dir = prepare_output_dir(cfg.output.dir)
-        self.finished = resume.prepare(self.out_dir, cfg, self.restart)
+        self.lock = OutputLock.acquire(self.out_dir)  # before anything in the dir is read, kept or removed
+        self.finished = resume.prepare(self.out_dir, cfg, self.restart, self.files, self.columns)
         if self.retry_errors and self.finished.rows:
             self.console.print(f"[bold]retrying[/]: {resume.drop_errored(self.finished)} rows that ended with errors")
         self.endpoint_owner.check()
@@ -100,7 +117,7 @@ class ScoreRun:
         """Ray, the judge endpoint, and the rows through it into new shards."""
         if not self.cfg.judge.url:
             self.console.print(f"[bold]deploying[/] the judge route ({self.cfg.judge.model}) "
-                               f"on port {self.cfg.serve.port} ...")
+                               f"on port {self.endpoint_owner.port} ...")
         with self.endpoint_owner as endpoint:
             return self._score(endpoint)
 
@@ -137,7 +154,9 @@ class ScoreRun:
 
     def _rows(self, prompts: bool = True):
         """The dataset's rows with their ids, less those in finished shards."""
-        return row_stream(self.cfg, self.files, skip=self.finished.row_ids, prompts=prompts)
+        stream = row_stream(self.cfg, self.files, skip=self.finished.row_ids, prompts=prompts)
+        stream.columns = self.columns
+        return stream
 
     def earlier_summary(self):
         """The summary of the finished shards, and which weights judged them (per member)."""
@@ -152,7 +171,7 @@ class ScoreRun:
                new_shards) -> dict:
         """summary.json and the lineage of the whole output (`endpoint` None: no judge was needed)."""
         j = self.cfg.judge
-        url = endpoint.url if endpoint is not None else j.url
+        url = redact(endpoint.url if endpoint is not None else j.url)  # a URL may carry a password
         shards = self.finished.shards + list(new_shards)
         # Rates count the scoring itself; total_time_s adds starting Ray and the judge route.
         result = summary.result(

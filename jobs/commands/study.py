@@ -29,7 +29,7 @@ from jobs.config import JobConfig, to_dict
 from jobs.data.datasource import check_readable, count_rows, resolve_paths
 from jobs.data.shards import prepare_output_dir, write_json
 from jobs.errors import ConfigError, DatasetError
-from jobs.runtime.lineage import Lineage
+from jobs.runtime.lineage import Lineage, logged_config
 from jobs.study import analysis, report
 from jobs.study.plan import (StudyPlan, plan, repeat_seed_offset, route_config, run_dir, score_config,
                              speed_dir)
@@ -105,9 +105,10 @@ class StudyRun:
         self.out_dir = prepare_output_dir(cfg.output.dir, scores=False)
         total = count_rows(self.files, cfg.dataset.format)
         self.rows = total if cfg.dataset.limit is None or total is None else min(total, cfg.dataset.limit)
-        from serve.endpoint import check_port_free
+        if cfg.serve.port is not None:  # a port given and taken fails now, not after the ladder is made
+            from serve.endpoint import check_port_free
 
-        check_port_free(cfg.serve.host, cfg.serve.port)
+            check_port_free(cfg.serve.host, cfg.serve.port)
         if self.restart:
             import shutil
 
@@ -143,9 +144,9 @@ class StudyRun:
         # An app of its own: a `judgefleet serve` route on the same cluster stays as it is.
         owner = JudgeEndpoint(route_config(cfg, study), study.judges[0].id, ray_address=cfg.ray.address,
                               ray_num_cpus=num_cpus, app_name=APP_NAME)
-        self.console.print(f"[bold]deploying[/] {len(study.judges)} judges on one route (port {cfg.serve.port}): "
+        owner.check()  # the port: serve.port, or any free one when unset
+        self.console.print(f"[bold]deploying[/] {len(study.judges)} judges on one route (port {owner.port}): "
                            + ", ".join(j.id for j in study.judges), soft_wrap=True)
-        owner.check()
         with owner as endpoint, PoolMemory(endpoint) as memory:
             configure_ray_data(cfg)
             self.console.print(f"  route up in {time.perf_counter() - self.started:.0f} s")
@@ -235,7 +236,7 @@ class StudyRun:
             "judges": [asdict(j) for j in self.study.judges],
             "from_bundled": cfg.study.source is None and bool(cfg.study.ladder),
             "wall_s": round(time.perf_counter() - self.started, 1),
-            "config": to_dict(cfg),
+            "config": logged_config(cfg),
         }
 
     def _score_dirs(self) -> List[dict]:

@@ -1,12 +1,16 @@
-"""Read a dataset as a stream of rows, each with a stable `row_id`, for Ray Data.
+"""Read a dataset as a stream of rows, each with a stable, unique `row_id`, for Ray Data.
 
 One read task streams every file in order, in chunks: the global row position is known, a
 duplicate row can be told apart from the first one, and nothing holds the whole dataset (JSON
 arrays excepted: the file is one document). A line or record that cannot be read becomes a row
-that carries `_read_error` instead of stopping the job, so output rows always equal input rows.
+that carries `_read_error` instead of stopping the job, so output rows always equal input rows
+(`records`). Every chunk has the same columns and types, decided over the whole dataset first
+(`columns`), so blocks and shards share one schema.
 
 `row_id` is the `id_field` value when configured, else a hash of the row's content; the k-th
 repeat of the same content gets "-k", so ids survive reordering and insertion of other rows.
+Ids are unique per input row: a suffix never takes an id another row already has (explicit ids
+"x", "x", "x-2" become "x", "x-2", "x-2-2"), or a resumed run would take two rows for one.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 import pyarrow as pa
 
+from jobs.data.columns import InputColumns, as_json, scan_columns
+from jobs.data.records import BOM, FORMATS, count_records, file_format, iter_records, read_records
 from jobs.errors import DatasetError
 
-FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+__all__ = ["FORMATS", "ROW_ID", "ROW_INDEX", "READ_ERROR", "resolve_paths", "file_format", "iter_records",
+           "check_readable", "count_rows", "content_hash", "RowStream", "make_datasource"]
+
 ROW_ID = "row_id"
 ROW_INDEX = "row_index"
 READ_ERROR = "_read_error"
@@ -44,75 +52,6 @@ def resolve_paths(path: str, fmt: Optional[str] = None) -> List[Path]:
     return files
 
 
-def file_format(path: Path, fmt: Optional[str] = None) -> str:
-    found = fmt or FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise DatasetError(f"dataset.path: cannot tell the format of '{path}'; set dataset.format to json, jsonl, parquet or csv")
-    return found
-
-
-def iter_records(files: Sequence[Path], fmt: Optional[str] = None) -> Iterator[Tuple[Optional[dict], Optional[str]]]:
-    """Yield (record, None) per readable row and (None, error) per unreadable one, in order."""
-    for path in files:
-        kind = file_format(path, fmt)
-        if kind == "jsonl":
-            yield from _jsonl(path)
-        elif kind == "json":
-            yield from _json_array(path)
-        elif kind == "parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-                for rec in batch.to_pylist():
-                    yield rec, None
-        else:
-            import pyarrow.csv as pcsv
-
-            try:
-                reader = pcsv.open_csv(path)
-                for batch in reader:
-                    for rec in batch.to_pylist():
-                        yield rec, None
-            except pa.ArrowInvalid as e:
-                raise DatasetError(f"dataset '{path}' is not valid CSV: {e}") from None
-
-
-def _jsonl(path: Path):
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                yield None, f"{path.name} line {n}: not valid JSON ({e.msg} at column {e.colno})"
-                continue
-            if isinstance(rec, dict):
-                yield rec, None
-            else:
-                yield None, f"{path.name} line {n}: expected a JSON object, got {type(rec).__name__}"
-
-
-def _json_array(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except ValueError as e:
-        raise DatasetError(
-            f"dataset '{path}' is not valid JSON ({e}); it may be truncated. For one record per line, use .jsonl"
-        ) from None
-    if isinstance(doc, dict):  # {"data": [...]} and similar wrappers
-        lists = [v for v in doc.values() if isinstance(v, list)]
-        doc = lists[0] if len(lists) == 1 else None
-    if not isinstance(doc, list):
-        raise DatasetError(f"dataset '{path}' must hold a JSON array of objects (one per row)")
-    for i, rec in enumerate(doc):
-        if isinstance(rec, dict):
-            yield rec, None
-        else:
-            yield None, f"{path.name} item {i}: expected a JSON object, got {type(rec).__name__}"
-
-
 def check_readable(files: Sequence[Path], fmt: Optional[str]) -> dict:
     """Fail before any Ray work if the dataset cannot be opened; return the first record."""
     for f in files:
@@ -122,6 +61,8 @@ def check_readable(files: Sequence[Path], fmt: Optional[str]) -> dict:
         if kind == "json":
             with open(f, "rb") as fh:
                 head = fh.read(64).lstrip()
+                if head.startswith(BOM):
+                    head = head[len(BOM):].lstrip()
                 fh.seek(0, os.SEEK_END)
                 size = fh.tell()
                 fh.seek(max(0, size - 64))
@@ -142,21 +83,9 @@ def count_rows(files: Sequence[Path], fmt: Optional[str]) -> Optional[int]:
     total = 0
     for f in files:
         kind = file_format(f, fmt)
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            total += pq.ParquetFile(f).metadata.num_rows
-        elif kind == "jsonl":
-            with open(f, "rb") as fh:
-                total += sum(1 for line in fh if line.strip())
-        elif kind == "json" and f.stat().st_size < 256 << 20:
-            total += sum(1 for _ in _json_array(f))
-        elif kind == "csv":
-            import pyarrow.csv as pcsv
-
-            total += sum(batch.num_rows for batch in pcsv.open_csv(f))
-        else:
+        if kind == "json" and f.stat().st_size >= 256 << 20:
             return None
+        total += count_records(f, kind)
     return total
 
 
@@ -165,12 +94,31 @@ def content_hash(record: Dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+def csv_hash_view(record: Dict[str, str]) -> Dict[str, Any]:
+    """A CSV row as its content hash sees it: a cell that is exactly a JSON number or true/false is
+    hashed as that value, so a table gets the same ids from CSV as from JSON or Parquet (as it did
+    when pyarrow typed CSV cells, so outputs made then still resume). Only the hash: the row keeps
+    its text. "1e3" and "007" stay text here too, as they do not read back to themselves."""
+    return {k: _csv_number(v) for k, v in record.items()}
+
+
+def _csv_number(cell: str) -> Any:
+    if not cell or cell[0] not in "-0123456789tf" or len(cell) > 40:
+        return cell
+    try:
+        value = json.loads(cell)
+    except ValueError:
+        return cell
+    return value if isinstance(value, (int, float, bool)) and json.dumps(value) == cell else cell
+
+
 class RowStream:
     """Records -> pyarrow tables with row_id, position and read errors (runs in the read task)."""
 
     def __init__(self, files: Sequence[Path], fmt: Optional[str], id_field: Optional[str],
                  limit: Optional[int], reserved: Sequence[str] = (), chunk_rows: int = 256,
-                 annotate: Optional[Callable[[dict], dict]] = None, skip: frozenset = frozenset()):
+                 annotate: Optional[Callable[[Optional[dict]], dict]] = None, skip: frozenset = frozenset(),
+                 columns: Optional[InputColumns] = None):
         self.skip = skip  # row ids already scored (a resumed run): counted, not emitted
         self.annotate = annotate  # record -> extra columns, computed on the record as read (types intact)
         self.files = list(files)
@@ -179,69 +127,72 @@ class RowStream:
         self.limit = limit
         self.reserved = set(reserved) | {ROW_ID, ROW_INDEX, READ_ERROR}
         self.chunk_rows = chunk_rows
+        # The dataset's columns and types; scanned here when not given (the score job scans once,
+        # in the driver, and checks them against the finished shards).
+        self.columns = columns
 
     def tables(self) -> Iterator[pa.Table]:
+        columns = self.columns or scan_columns(self.files, self.fmt, self.reserved)
+        extra = pa.schema([(ROW_ID, pa.string()), (ROW_INDEX, pa.int64()), (READ_ERROR, pa.string()),
+                           *((name, pa.string()) for name in (self.annotate(None) if self.annotate else {}))])
         seen: Dict[str, int] = {}
+        # Every id given out, when explicit ids can meet the suffixes ("x-2" in the data); content
+        # hashes have no "-", so without id_field `seen` alone keeps them unique.
+        used: Optional[Set[str]] = set() if self.id_field else None
         chunk: List[dict] = []
-        for position, (rec, error) in enumerate(iter_records(self.files, self.fmt)):
-            if self.limit is not None and position >= self.limit:
-                break
-            row = self._row(rec, error, position, seen)
-            if row is None:
-                continue
-            chunk.append(row)
-            if len(chunk) >= self.chunk_rows:
-                yield to_table(chunk)
-                chunk = []
+        position = 0
+        for path in self.files:
+            csv_file = file_format(path, self.fmt) == "csv"
+            for rec, error in read_records([path], self.fmt):
+                if self.limit is not None and position >= self.limit:
+                    break
+                row = self._row(columns, rec, error, position, seen, used, csv_file)
+                position += 1
+                if row is None:
+                    continue
+                chunk.append(row)
+                if len(chunk) >= self.chunk_rows:
+                    yield columns.table(chunk, extra)
+                    chunk = []
         if chunk:
-            yield to_table(chunk)
+            yield columns.table(chunk, extra)
 
-    def _row(self, rec: Optional[dict], error: Optional[str], position: int, seen: Dict[str, int]) -> Optional[dict]:
+    def _row(self, columns: InputColumns, rec: Optional[dict], error: Optional[str], position: int,
+             seen: Dict[str, int], used: Optional[Set[str]], csv_file: bool) -> Optional[dict]:
         if rec is None:
             base, row = f"unreadable-{position}", {}
         else:
-            # An input column named like an output column keeps its value under input_<name>.
-            row = {(f"input_{k}" if k in self.reserved else k): v for k, v in rec.items()}
+            row = columns.row(rec)
+            hashed = csv_hash_view(rec) if csv_file else rec
             if self.id_field:
                 value = rec.get(self.id_field)
                 if value is None or value == "":
-                    error = f"id field '{self.id_field}' is missing in this row"
-                    base = content_hash(rec)
+                    error = error or f"id field '{self.id_field}' is missing in this row"
+                    base = content_hash(hashed)
                 else:
-                    base = str(value)
+                    base = value if isinstance(value, str) else \
+                        as_json(value) if isinstance(value, (dict, list)) else str(value)
             else:
-                base = content_hash(rec)
+                base = content_hash(hashed)
         count = seen.get(base, 0) + 1
         seen[base] = count
         if count > 1 and self.id_field and rec is not None and error is None:
             error = f"duplicate id '{base}' (occurrence {count}); ids in '{self.id_field}' must be unique"
-        row[ROW_ID] = base if count == 1 else f"{base}-{count}"
-        if row[ROW_ID] in self.skip:
+        row_id = base if count == 1 else f"{base}-{count}"
+        if used is not None:
+            while row_id in used:  # taken by an earlier row's own id or suffix: the next free suffix
+                count += 1
+                row_id = f"{base}-{count}"
+            seen[base] = count
+            used.add(row_id)
+        if row_id in self.skip:
             return None
+        row[ROW_ID] = row_id
         row[ROW_INDEX] = position
         row[READ_ERROR] = error
         if self.annotate is not None:
             row.update(self.annotate(rec if rec is not None and error is None else None))
         return row
-
-
-def to_table(rows: List[dict]) -> pa.Table:
-    """Rows -> table; a column whose values pyarrow cannot type together is kept as JSON text."""
-    try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        pass
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    columns = {}
-    for name in names:
-        values = [r.get(name) for r in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            columns[name] = pa.array(
-                [v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values], pa.string()
-            )
-    return pa.table(columns)
 
 
 def make_datasource(stream: RowStream):

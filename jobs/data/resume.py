@@ -5,9 +5,11 @@ renamed into place. Anything else in scores/ (temporary files, a Parquet file wi
 manifest, a manifest whose shard is missing) is what a killed run left half done; it is removed
 and its rows are scored again.
 
-`job.json` records the settings that decide a verdict. Scoring the rest of a dataset with other
-settings, or with other weights behind the same model name, would mix two judges in one output,
-so a re-run that differs is refused; `--restart` starts over instead.
+`job.json` records the settings that decide a verdict and a digest of the input files (`digest`).
+Scoring the rest of a dataset with other settings, with other weights behind the same model name,
+or from input files whose content changed, would mix two judges or two datasets in one output,
+so a re-run that differs is refused; `--restart` starts over instead. So is one whose input
+columns would be typed otherwise than in the finished shards (`columns`): shards share one schema.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.config import JobConfig, swap_of, to_dict
+from jobs.data import digest
+from jobs.data.columns import InputColumns, mismatches
 from jobs.data.datasource import ROW_ID
 from jobs.errors import ConfigError, JudgefleetError
 from jobs.data.shards import manifest_path, write_json, write_shard
+from jobs.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +83,15 @@ def fingerprint(cfg: JobConfig) -> Dict[str, object]:
             if model["id"] == cfg.judge.model:
                 for key in _MODEL_KEYS:
                     flat[f"serve.models.{i}.{key}"] = model[key]
-    return flat
+    # job.json is written next to the scores: no credentials in it (a URL's password, engine_kwargs'
+    # keys). They decide no verdict, so a rotated key or password still resumes the output.
+    return redact(flat)
 
 
-def prepare(out_dir: Path, cfg: JobConfig, restart: bool) -> Finished:
-    """Clear the output dir (restart), or find its finished shards and check they came from this config."""
+def prepare(out_dir: Path, cfg: JobConfig, restart: bool, files: Sequence[Path] = (),
+            columns: Optional[InputColumns] = None) -> Finished:
+    """Clear the output dir (restart), or find its finished shards and check they came from this
+    config, these input `files` (unchanged, or with lines appended) and these input `columns`."""
     scores = out_dir / "scores"
     job_file = out_dir / JOB_FILE
     if restart:
@@ -98,7 +107,7 @@ def prepare(out_dir: Path, cfg: JobConfig, restart: bool) -> Finished:
                 f"output.dir '{out_dir}' holds {len(finished.shards)} scored shards but no {JOB_FILE} saying what "
                 "produced them; re-run with --restart to score from scratch, or choose another output.dir"
             )
-        before = _read_json(job_file).get("fingerprint", {})
+        before = redact(_read_json(job_file).get("fingerprint", {}))  # job.json of older versions held them
         changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
         if changed:
             shown = "; ".join(f"{k}: {_short(before.get(k))} -> {_short(now.get(k))}" for k in changed[:4])
@@ -107,8 +116,37 @@ def prepare(out_dir: Path, cfg: JobConfig, restart: bool) -> Finished:
                 f"output.dir '{out_dir}' holds {finished.rows} rows scored with other settings ({shown}{more}); "
                 "re-run with --restart to score everything again with these, or choose another output.dir"
             )
-    write_json(job_file, {"fingerprint": now, "updated": datetime.now(timezone.utc).isoformat()})
+    earlier = _read_json(job_file).get("inputs") if finished.shards else None
+    inputs = digest.digest_files(files, earlier or ())
+    if earlier is not None:  # job.json of older versions has no digest: nothing to compare
+        changed = digest.changes(earlier, inputs, cfg.dataset.format)
+        if changed:
+            more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+            raise ConfigError(
+                f"dataset file {changed[0]}{more} since output.dir '{out_dir}' was scored from it; its "
+                f"{finished.rows} finished rows were judged on the old content. Re-run with --restart to score "
+                "the dataset as it is now, or choose another output.dir"
+            )
+    if columns is not None:
+        check_shard_columns(finished, columns, out_dir)
+    record = {"fingerprint": now, "inputs": digest.stored(inputs), "updated": datetime.now(timezone.utc).isoformat()}
+    if columns is not None:
+        record["columns"] = columns.describe()
+    write_json(job_file, record)
     return finished
+
+
+def check_shard_columns(finished: Finished, columns: InputColumns, out_dir: Path) -> None:
+    """Refuse to add shards whose input columns are typed otherwise than the finished ones'."""
+    for shard in finished.shards:
+        differ = mismatches(columns, pq.read_schema(shard))
+        if differ:
+            more = f" and {len(differ) - 2} more" if len(differ) > 2 else ""
+            raise ConfigError(
+                f"output.dir '{out_dir}': the input columns read now differ from those in {shard.name} "
+                f"({'; '.join(differ[:2])}{more}), so new shards could not be read with it; re-run with --restart "
+                "to score everything again, or choose another output.dir"
+            )
 
 
 def scan(scores: Path) -> Finished:

@@ -32,11 +32,11 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 from jobs.config import JobConfig, to_dict
 from jobs.data.shards import manifest_path
 from jobs.judge.modes import get_mode
+from jobs.redact import redact
 
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 50
-_SECRETS = (("judge", "api_key"), ("serve", "api_key"))
 
 
 def sha256_of(path: Path) -> str:
@@ -54,12 +54,8 @@ def artifact_name(kind: str, text: str) -> str:
 
 
 def logged_config(cfg: JobConfig) -> dict:
-    """The resolved config, without secrets."""
-    raw = to_dict(cfg)
-    for section, key in _SECRETS:
-        if raw[section].get(key):
-            raw[section][key] = "<redacted>"
-    return raw
+    """The resolved config, without secrets (`jobs.redact`: api keys, tokens, env values, URL passwords)."""
+    return redact(to_dict(cfg))
 
 
 def _tracking(method):
@@ -92,10 +88,13 @@ class Lineage:
     @classmethod
     def start_run(cls, config: Dict[str, Any], job_type: str, out_dir: Path, mode: str = "offline",
                   project: str = "judgefleet", name: Optional[str] = None) -> "Lineage":
-        """A run whose config is a plain dict (a job without a JobConfig, such as `agree`)."""
+        """A run whose config is a plain dict (a job without a JobConfig, such as `agree`); its
+        secrets are redacted here, whoever the caller."""
         if mode == "disabled":
             return cls(None)
         import wandb
+
+        config = redact(config)
 
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
@@ -103,8 +102,10 @@ class Lineage:
                 project=project, job_type=job_type, name=name, config=config,
                 dir=str(out_dir), mode=mode, reinit="create_new",
                 # No console capture, system metrics, code or git snapshot: the job's own output stays as it is.
+                # No system metadata either: it records the command line, where `key=value` overrides
+                # may hold secrets that the config above has redacted.
                 settings=wandb.Settings(console="off", x_disable_stats=True, save_code=False, disable_git=True,
-                                        silent=True),
+                                        silent=True, x_disable_meta=True),
             )
         except Exception as e:  # noqa: BLE001 - lineage must not cost the evaluation
             log.warning("W&B tracking is off for this run: %s", e)
@@ -132,16 +133,18 @@ class Lineage:
         """`judges`: (member, backend, file, sha256) -> rows, as the replicas reported them."""
         import wandb
 
+        # The URL may carry a password, and `specs` (the members' settings) keys and env values.
+        url, specs = redact(url), redact(list(specs))
         members = [{"member": m, "backend": b, "file": f, "sha256": s, "rows": n}
                    for (m, b, f, s), n in sorted(judges.items(), key=lambda kv: str(kv[0]))]
         artifact = wandb.Artifact(artifact_name("judge", model), type="model",
-                                  metadata={"model": model, "url": url, "members": members, "specs": list(specs)})
+                                  metadata={"model": model, "url": url, "members": members, "specs": specs})
         # The weights may live only on the judge's node: each member is a reference whose URI
         # carries its sha256, so other weights make another artifact digest.
         for m in members:
             uri = f"judgefleet-model://{m['member'] or 'judge'}/{Path(m['file'] or model).name}?sha256={m['sha256']}"
             artifact.add_reference(uri, name=f"{m['member'] or 'judge'}", checksum=False)
-        if not members:  # an endpoint that does not say which weights answer: its URL and model id
+        if not members and url:  # an endpoint that does not say which weights answer: its URL and model id
             artifact.add_reference(f"{url.rstrip('/')}/models/{model}", name="endpoint", checksum=False)
         self._use(artifact, {"model": model, "url": url, "members": members})
 
@@ -166,7 +169,7 @@ class Lineage:
     def _use(self, artifact, described: dict) -> None:
         """Declare an input: with use_artifact online, and always in the run's config `inputs`."""
         kind = artifact.type
-        self.inputs[kind] = {"name": artifact.name, "digest": artifact.manifest.digest(), **described}
+        self.inputs[kind] = {"name": artifact.name, "digest": artifact.manifest.digest(), **redact(described)}
         self.run.config.update({"inputs": self.inputs}, allow_val_change=True)
         if not self.run.offline:
             self.run.use_artifact(artifact)

@@ -58,8 +58,10 @@ def result_schema(mode: Union[str, Mode]) -> pa.Schema:
     )
 
 
-# Every column any mode writes (modes of several prompts a row add some).
-RESULT_COLUMNS = tuple(dict.fromkeys(n for m in JOB_MODES for n in result_schema(m).names)) + (ROW_ID, ROW_INDEX, "prompt")
+# Every column any mode writes (modes of several prompts a row add some), and the read task's own:
+# an input column named like one of them is kept as input_<name> (it would be overwritten, or dropped).
+RESULT_COLUMNS = tuple(dict.fromkeys(n for m in JOB_MODES for n in result_schema(m).names)) + (
+    ROW_ID, ROW_INDEX, "prompt", READ_ERROR, PROMPT, MORE_PROMPTS, RENDER_ERROR)
 
 
 # -- rendering --------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ class Engine(Protocol):
         """The EOS token as text, for chat templates."""
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Samples for one prompt; `PromptTooLong` or ValueError for a request it cannot take."""
+        """Samples for one prompt; `PromptTooLong` or ValueError for a request it cannot take.
+        Cancelling it frees the request's sequences."""
 
     def stats(self) -> Dict[str, int]:
         """Counters for GET /pools (sequences running, cached tokens, ...); {} when it has none."""

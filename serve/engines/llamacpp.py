@@ -131,9 +131,7 @@ class LlamaCppEngine:
     def eos_text(self) -> str:
         return self._model.token_get_text(self._model.token_eos())
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        from serve.engines.llamacpp_scheduler import Job
-
+    def _check(self, request: GenerationRequest) -> None:
         n_prompt = len(request.prompt_tokens)
         if n_prompt == 0:
             raise ValueError("the prompt is empty")
@@ -147,6 +145,17 @@ class LlamaCppEngine:
                 f"n={request.n} is more than this replica's {self.config.parallel} parallel "
                 f"sequences; ask for fewer samples per request or raise `parallel`"
             )
+        # An id past the vocabulary would read outside llama.cpp's tables (it asserts or crashes).
+        vocab = self._model.n_vocab()
+        for what, ids in (("prompt", request.prompt_tokens), ("logit_bias", request.params.logit_bias)):
+            bad = next((t for t in ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise ValueError(f"{what}: token id {bad} is not in this model's vocabulary (0-{vocab - 1})")
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        from serve.engines.llamacpp_scheduler import Job
+
+        self._check(request)  # before submitting: a refused request costs the decode loop nothing
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
 

@@ -160,9 +160,9 @@ class BatchScheduler:
                 # past `parallel`: they finish within a step or two, and waiting behind new
                 # prompts would let the cache they continue be evicted.
                 for job in [j for j in self._pending if j.request.params.max_tokens <= SHORT_ANSWER]:
-                    if self._admit(job, limit=self.parallel + self.overflow):
+                    if self._try_admit(job, limit=self.parallel + self.overflow):
                         self._pending.remove(job)
-                while self._pending and self._admit(self._pending[0]):
+                while self._pending and self._try_admit(self._pending[0]):
                     self._pending.popleft()
             if not self._active():
                 continue
@@ -184,6 +184,16 @@ class BatchScheduler:
         for seq in self._active():
             if seq.job.cancelled:
                 self._release(seq)
+
+    def _try_admit(self, job: Job, limit: Optional[int] = None) -> bool:
+        """`_admit`, but a job that cannot be set up (its sampler, its prompt) fails alone and
+        leaves the queue (True): raised here, it would end the decode loop for every request."""
+        try:
+            return self._admit(job, limit)
+        except Exception as e:  # noqa: BLE001 - the job's own failure, answered as its error
+            log.exception("llama.cpp could not admit a request")
+            self._fail(job, e)
+            return True
 
     def _admit(self, job: Job, limit: Optional[int] = None) -> bool:
         """Give the job's samples their slots, reusing the longest cached prefix."""

@@ -38,6 +38,11 @@ def build_member(m: ModelConfig, spec: MemberSpec) -> MemberSpec:
     engine_kwargs = {"max_model_len": m.context_length, "max_num_seqs": m.parallel}
     if m.seed is not None:
         engine_kwargs["seed"] = m.seed
+    if not m.num_gpus and "enable_chunked_prefill" not in m.engine_kwargs:
+        # vLLM's CPU build (0.32) kills its engine when a seeded request's prefill is chunked
+        # ("CPU Generator does not use offset": it rewinds the request's generator, which CPU
+        # generators cannot). Judge requests are seeded, so on CPU whole prompts are prefilled.
+        engine_kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(m.context_length, 2048))
     engine_kwargs.update(m.engine_kwargs)
     # The engine's bundle; Serve LLM adds the replica actor's own resources (num_cpus and the
     # custom resources that pick the node kind) to it, so both land on the same node. Custom
@@ -58,7 +63,9 @@ def build_member(m: ModelConfig, spec: MemberSpec) -> MemberSpec:
         deployment_config=dict(deployment_options(m, spec.deployment), ray_actor_options=actor_options),
         runtime_env={"env_vars": dict(m.env)} if m.env else None,
     )
-    member = {"id": m.id, "name": spec.name, "model": m.model, "context_length": m.context_length}
+    member = {"id": m.id, "name": spec.name, "model": m.model, "context_length": m.context_length,
+              # Whether a request may carry a seed without killing the engine (see above).
+              "seedable": bool(m.num_gpus) or not engine_kwargs.get("enable_chunked_prefill", True)}
     app = build_llm_deployment(
         config,
         deployment_cls=_server_class(),
@@ -140,6 +147,10 @@ def _define_server():
             from serve.errors import error_body
 
             body = dict(body, stream=False)
+            if body.get("seed") is not None and not self._member.get("seedable", True):
+                message = ("seed: this vLLM member runs on CPU with chunked prefill, where a seeded request kills "
+                           "its engine; send no seed, or serve it with engine_kwargs.enable_chunked_prefill=false")
+                return {"status": 400, "body": error_body(400, message, "seed")}
             try:
                 request = request_cls.model_validate(body)
             except ValidationError as e:
@@ -152,13 +163,31 @@ def _define_server():
                 break
             answer = first.model_dump() if hasattr(first, "model_dump") else first
             if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
-                status = int(answer["error"].get("code") or 500)
-                return {"status": status, "body": error_body(status, str(answer["error"].get("message")), answer["error"].get("param"))}
+                return error_reply(answer["error"])
             if lineage:
                 wire.with_lineage(answer, self.lineage)
             return {"status": 200, "body": answer}
 
     return JudgeLLMServer
+
+
+def error_reply(error: dict) -> dict:
+    """vLLM's error as the pool's {"status", "body"}: a 4xx keeps its message; anything else is a
+    500 with an error id, vLLM's text only in the log (it can name internals)."""
+    from serve.errors import error_body, internal_error
+
+    code = error.get("code")
+    status = code if isinstance(code, int) and not isinstance(code, bool) else None
+    if status is None and isinstance(code, str) and code.isdigit():
+        status = int(code)
+    if status is not None and 400 <= status < 500:
+        param = error.get("param")
+        return {"status": status, "body": error_body(status, str(error.get("message"))[:2000],
+                                                     param if isinstance(param, str) else None)}
+    try:
+        raise RuntimeError(f"vLLM answered an error: {error!r}"[:4000])
+    except RuntimeError:
+        return {"status": 500, "body": internal_error(log, "a vLLM request")}
 
 
 def _describe_source(source: str) -> tuple:

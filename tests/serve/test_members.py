@@ -118,6 +118,7 @@ def test_a_replica_uses_its_engine_only_through_the_protocol(monkeypatch):
                                    model_sha256="cd" * 32, node=lineage.node)
     assert wire.is_route_card(card) and wire.max_model_len(card) == 512 and card[wire.LINEAGE_FIELD]["engine"] == "fake"
     assert tokens == {"status": 200, "body": {"count": 3, "max_model_len": 512, "tokens": [1, 104, 105]}}
+    assert stats.pop("rss_bytes") <= stats.pop("peak_rss_bytes")  # the replica's own memory (serve.process_memory)
     assert stats == {"running": 0, "replica": None}
 
 
