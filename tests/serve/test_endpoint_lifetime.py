@@ -24,6 +24,8 @@ from tests.conftest import REPO, free_port
 
 def test_a_jobs_own_route_takes_a_free_port(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # As in a job's own process, where Ray is not connected yet (the test session's Ray may be).
+    monkeypatch.setitem(sys.modules, "ray", None)
     cfg = ServeConfig()
     owner = JudgeEndpoint(cfg, "gemma3-270m")
     owner.check()
