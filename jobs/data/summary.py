@@ -199,7 +199,8 @@ def print_summary(summary: dict, console=None) -> None:
     )
     if summary.get("judge"):
         j = summary["judge"]
-        table.add_row("judge", f"{j.get('model')} via {', '.join(summary['judge_backends']) or '-'} at {j.get('url')}")
+        where = f"at {j['url']}" if j.get("url") else "(not started: nothing left to score)"
+        table.add_row("judge", f"{j.get('model')} via {', '.join(summary['judge_backends']) or '-'} {where}")
         if len(summary.get("judge_members") or {}) > 1:
             table.add_row("members", ", ".join(f"{k}: {v} rows" for k, v in summary["judge_members"].items()))
     if summary.get("errors_by_reason"):
