@@ -98,7 +98,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                           help="llama.cpp file types (default: Q2_K,Q3_K_M,Q4_K_M,Q5_K_M,Q8_0,F16)")
     quantize.add_argument("--out", metavar="DIR",
                           help="where the files go (default: the model cache, a folder named for the source's sha256)")
+    k8s = verbs.add_parser("k8s", help="print a KubeRay manifest generated from a config (rayservice: its serve: route)",
+                           description="Print a KubeRay RayService whose serveConfigV2 is CONFIG's serve: section, "
+                                       "on the worker groups of a RayCluster manifest.")
+    k8s.add_argument("kind", choices=("rayservice",), help="the manifest to write")
+    k8s.add_argument("config", help="a YAML config with a serve: section, e.g. conf/examples/mixed-fleet.yaml")
+    k8s.add_argument("--cluster", default="k8s/raycluster-mixed-fleet.yaml", metavar="FILE",
+                     help="the RayCluster whose spec the RayService runs on (default: %(default)s)")
+    k8s.add_argument("--name", default="judgefleet", help="metadata.name (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.verb == "k8s":
+        try:
+            from jobs.commands.k8s import rayservice
+            from jobs.config import load_config
+
+            print(rayservice(args.config, load_config(args.config).serve, args.cluster, args.name), end="")
+            return 0
+        except USER_ERRORS as e:
+            print(f"judgefleet: error: {e}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.verb == "agree":

@@ -20,6 +20,8 @@ def crd_schema(name: str) -> dict:
 @pytest.mark.parametrize("manifest, crd", [
     ("k8s/rayjob-quickstart.yaml", "ray.io_rayjobs.yaml"),
     ("k8s/rayservice-mixed-fleet.yaml", "ray.io_rayservices.yaml"),
+    ("k8s/raycluster-mixed-fleet.yaml", "ray.io_rayclusters.yaml"),
+    ("k8s/rayjob-on-cluster.yaml", "ray.io_rayjobs.yaml"),
 ])
 def test_kuberay_manifests_satisfy_their_crd(manifest, crd):
     import jsonschema
@@ -29,6 +31,15 @@ def test_kuberay_manifests_satisfy_their_crd(manifest, crd):
     if doc["kind"] == "RayJob":
         entry = doc["spec"]["entrypoint"].split()
         assert entry[:2] == ["judgefleet", "score"] and (REPO / entry[2]).exists()
+        # A job either brings its own cluster or names the long-lived one, which must exist here.
+        assert ("rayClusterSpec" in doc["spec"]) != ("clusterSelector" in doc["spec"])
+        if "clusterSelector" in doc["spec"]:
+            cluster = yaml.safe_load((REPO / "k8s/raycluster-mixed-fleet.yaml").read_text())
+            assert doc["spec"]["clusterSelector"]["ray.io/cluster"] == cluster["metadata"]["name"]
+    elif doc["kind"] == "RayCluster":
+        groups = {g["groupName"]: g for g in doc["spec"]["workerGroupSpecs"]}
+        gpu = groups["gpu-judges"]["template"]["spec"]
+        assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] and gpu["nodeSelector"] and gpu["tolerations"]
     else:
         # The Serve config inside is one our builder accepts, with one pool of two kinds of members.
         app = yaml.safe_load(doc["spec"]["serveConfigV2"])["applications"][0]

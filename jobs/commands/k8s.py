@@ -1,0 +1,115 @@
+"""`judgefleet k8s rayservice CONFIG [--cluster FILE] [--name NAME]`: a KubeRay RayService manifest
+whose `serveConfigV2` deploys the judge route of CONFIG's `serve:` section, printed to stdout.
+
+The Serve config is written from the loaded, validated `ServeConfig` (only settings that differ
+from their defaults), so the checked-in manifest cannot drift from the conf file:
+tests/test_cluster_configs.py regenerates k8s/rayservice-mixed-fleet.yaml and compares. The
+RayService's cluster is the `spec` of a RayCluster manifest (default: the long-lived
+k8s/raycluster-mixed-fleet.yaml), so both run on the same worker groups; every custom Ray resource
+a member asks for must be offered by one of its worker groups. No Ray, no Kubernetes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import yaml
+
+from jobs.errors import ConfigError
+from serve.config import DEFAULT_PORT, AutoscalingConfig, ModelConfig, ServeConfig
+
+DEFAULT_CLUSTER = "k8s/raycluster-mixed-fleet.yaml"
+IMPORT_PATH = "serve.app:app_builder"
+# Route settings that Serve's http_options / proxy_location carry instead of the app's args.
+_HTTP_KEYS = ("host", "port", "proxy_location")
+
+
+def _changed(obj: Any, default: Any) -> Dict[str, Any]:
+    """The fields of a dataclass instance that differ from `default`'s, as plain values."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value == getattr(default, f.name):
+            continue
+        if isinstance(value, AutoscalingConfig):
+            value = dataclasses.asdict(value)
+        out[f.name] = value
+    return out
+
+
+def serve_app_args(serve: ServeConfig) -> Dict[str, Any]:
+    """`args:` for serve.app:app_builder: the route's settings without host, port and proxy location."""
+    args = {k: v for k, v in _changed(serve, ServeConfig(models=[])).items() if k not in _HTTP_KEYS}
+    # Each member's identity is written out even where it is the default, for the reader.
+    args["models"] = [{**{k: getattr(m, k) for k in ("id", "name", "engine", "model") if getattr(m, k) is not None},
+                       **_changed(m, ModelConfig())} for m in serve.models]
+    return args
+
+
+def serve_config_v2(serve: ServeConfig, app_name: str = "judgefleet") -> Dict[str, Any]:
+    return {
+        "proxy_location": serve.proxy_location,
+        "http_options": {"host": serve.host, "port": serve.port or DEFAULT_PORT},
+        "applications": [{"name": app_name, "route_prefix": "/", "import_path": IMPORT_PATH,
+                          "args": serve_app_args(serve)}],
+    }
+
+
+def offered_resources(cluster_spec: Dict[str, Any]) -> Dict[str, List[str]]:
+    """Custom Ray resource -> the worker groups whose rayStartParams offer it."""
+    offered: Dict[str, List[str]] = {}
+    for group in cluster_spec.get("workerGroupSpecs", []):
+        raw = group.get("rayStartParams", {}).get("resources")
+        if not raw:
+            continue
+        # KubeRay passes the value to `ray start --resources=...` as written: a quoted JSON object.
+        for name in json.loads(json.loads(raw) if raw.startswith('"') else raw):
+            offered.setdefault(name, []).append(group["groupName"])
+    return offered
+
+
+class _Literal(str):
+    pass
+
+
+def _literal(dumper: yaml.SafeDumper, value: _Literal):
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Literal, _literal)
+
+
+def rayservice(config: str, serve: ServeConfig, cluster: str = DEFAULT_CLUSTER, name: str = "judgefleet") -> str:
+    """The RayService manifest, as YAML text with a header naming the command that wrote it."""
+    path = Path(cluster)
+    if not path.is_file():
+        raise ConfigError(f"--cluster '{cluster}' not found; pass a RayCluster manifest such as {DEFAULT_CLUSTER}")
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict) or doc.get("kind") != "RayCluster" or "spec" not in doc:
+        raise ConfigError(f"--cluster '{cluster}' is not a RayCluster manifest (kind: RayCluster with a spec)")
+    spec = doc["spec"]
+    offered = offered_resources(spec)
+    for i, m in enumerate(serve.models):
+        for resource in m.resources:
+            if resource not in offered:
+                raise ConfigError(
+                    f"serve.models.{i}.resources: no worker group of '{cluster}' offers '{resource}'; add it to "
+                    f"a group's rayStartParams.resources (offered: {', '.join(sorted(offered)) or 'none'})")
+    serve_yaml = yaml.dump(serve_config_v2(serve), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    manifest = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": name},
+        "spec": {"serveConfigV2": _Literal(serve_yaml), "rayClusterConfig": spec},
+    }
+    header = (f"# Generated by `judgefleet k8s rayservice {config} --cluster {cluster}`; do not edit by hand.\n"
+              f"# The judge route of {config}'s serve: section on the worker groups of {cluster}.\n"
+              "#   kubectl apply -f <this file>\n")
+    return header + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
