@@ -36,7 +36,7 @@ def compare(joined: Joined, resamples: int, seed: int) -> dict:
     }
 
 
-def _complete(joined: Joined, names: List[str]):
+def complete_rows(joined: Joined, names: List[str]):
     """Rows where every named source has a score, and how many rows of theirs are left out."""
     scored = np.logical_and.reduce([np.isfinite(joined.scores[n]) for n in names])
     universe = np.logical_or.reduce([joined.present[n] for n in names])
@@ -46,7 +46,7 @@ def _complete(joined: Joined, names: List[str]):
 
 def compare_pair(joined: Joined, a: str, b: str, resamples: int, seed: int) -> dict:
     x, y = joined.scores[a], joined.scores[b]
-    rows, missing, missing_by = _complete(joined, [a, b])
+    rows, missing, missing_by = complete_rows(joined, [a, b])
     labels = labels_of(x[rows], y[rows])
     domain = np.unique(np.concatenate([x[rows], y[rows]]))
     units = units_of(rows, joined.groups)
@@ -65,7 +65,7 @@ def versus_reference(joined: Joined, ref: str, a: str, b: str, resamples: int, s
     """Which of two judges correlates more with a reference: r(a, ref) - r(b, ref) on the same rows,
     with one paired bootstrap for both correlations."""
     x, y, z = joined.scores[a], joined.scores[b], joined.scores[ref]
-    rows, missing, missing_by = _complete(joined, [a, b, ref])
+    rows, missing, missing_by = complete_rows(joined, [a, b, ref])
 
     def statistic(r):
         ra, rb = pearson(x[r], z[r]), pearson(y[r], z[r])

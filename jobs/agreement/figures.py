@@ -7,15 +7,15 @@ The report draws from these numbers only, so whatever it shows, agreement.json h
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from jobs.agreement.sources import JUDGE, REFERENCE, Joined
+from jobs.data.summary import read_summary
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def judge_cards(report: dict) -> List[dict]:
             continue
         name = s["name"]
         pair = _pair(report, name, ref) if ref else None
-        summary = _summary(Path(s["origin"]))
+        summary = read_summary(Path(s["origin"]))
         backends = (summary or {}).get("judge_backends") or {}
         run_to_run = [r for r in report["self_consistency"]["run_to_run"] if name in (r["a"], r["b"])]
         cards.append({
@@ -104,7 +104,7 @@ def pairwise_cards(report: dict) -> List[dict]:
     pw = report.get("pairwise") or {}
     cards = []
     for j in pw.get("judges", []):
-        summary = _summary(Path(j["origin"]))
+        summary = read_summary(Path(j["origin"]))
         mode = (summary or {}).get("mode") or ("relative" if j["positional"] else "pairwise_absolute")
         cards.append({
             "judge": j["name"],
@@ -126,13 +126,4 @@ def pairwise_cards(report: dict) -> List[dict]:
 def _pair(report: dict, a: str, b: str) -> Optional[dict]:
     return next((p for p in report["pairs"] if {p["a"], p["b"]} == {a, b}), None)
 
-
-def _summary(score_dir: Path) -> Optional[Dict]:
-    path = score_dir / "summary.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        log.info("no readable summary.json in %s (%s): the judge card has no speed", score_dir, e)
-        return None
-    return data if isinstance(data, dict) else None
 

@@ -161,36 +161,43 @@ def markdown(report: dict) -> str:
         origin = s["origin"] + (f" (judge {s['judge_model']})" if s.get("judge_model") else "")
         lines.append(f"| {s['name']} | {s['kind']} | {s['rows']} | {s['scored']} | {origin} |")
     for title, header, rows in [*tables(report), *card_tables(report)]:
-        lines += ["", f"## {title}", "", _md_row(header), _md_row(["---"] * len(header))]
-        lines += [_md_row(r) for r in rows]
+        lines += ["", f"## {title}", "", md_row(header), md_row(["---"] * len(header))]
+        lines += [md_row(r) for r in rows]
     lines += ["", "## Confusion matrices (rounded scores)"]
     for p in report["pairs"]:
         c = p["confusion"]
         lines += ["", f"{c['rows']} (rows) by {c['columns']} (columns), {p['n']} rows:", "",
-                  _md_row([""] + [str(x) for x in c["labels"]]), _md_row(["---"] * (len(c["labels"]) + 1))]
-        lines += [_md_row([str(label)] + [str(v) for v in row]) for label, row in zip(c["labels"], c["matrix"])]
+                  md_row([""] + [str(x) for x in c["labels"]]), md_row(["---"] * (len(c["labels"]) + 1))]
+        lines += [md_row([str(label)] + [str(v) for v in row]) for label, row in zip(c["labels"], c["matrix"])]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
 
 
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+def md_row(cells: Sequence[Any]) -> str:
+    """One markdown table row; a '|' inside a cell is escaped, so it cannot split the cell."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def print_tables(tables: Sequence[Tuple[str, List[str], List[List[str]]]], console) -> None:
+    """(title, header, rows) tables on the terminal, long cells folded."""
+    from rich.table import Table
+
+    for title, header, rows in tables:
+        table = Table(title=title, title_justify="left")
+        for name in header:
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
 
 
 def show(report: dict, files: Sequence[Path], console=None) -> None:
     """The tables on the terminal."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
-    for title, header, rows in [*tables(report), *card_tables(report)]:
-        table = Table(title=title, title_justify="left")
-        for name in header:
-            table.add_column(name, overflow="fold")
-        for r in rows:
-            table.add_row(*r)
-        console.print(table)
+    print_tables([*tables(report), *card_tables(report)], console)
     console.print(how(report).replace("`", ""))
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)

@@ -12,7 +12,6 @@ meanwhile. Then jobs.study.analysis makes the tables and jobs.study.report write
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import os
 import threading
@@ -28,6 +27,7 @@ from jobs.commands.score import ScoreRun, configure_ray_data
 from jobs.config import JobConfig, to_dict
 from jobs.data.datasource import check_readable, count_rows, resolve_paths
 from jobs.data.shards import prepare_output_dir, write_json
+from jobs.data.summary import read_summary
 from jobs.errors import ConfigError, DatasetError
 from jobs.runtime.lineage import Lineage, logged_config
 from jobs.study import analysis, report
@@ -161,7 +161,7 @@ class StudyRun:
         rows = cfg.study.speed_rows if self.rows is None else min(cfg.study.speed_rows, self.rows)
         for j in self.study.judges:
             out = speed_dir(self.out_dir, j.id)
-            done = _summary(out)
+            done = read_summary(out)
             if done and done.get("rows") == rows and done.get("resumed_rows") == 0 and done.get("samples_per_s"):
                 self.console.print(f"[bold]speed[/] {j.id}: {done['samples_per_s']:.3f} samples/s (measured before)")
                 continue
@@ -303,9 +303,3 @@ def _quiet_console():
 
     return Console(quiet=True)
 
-
-def _summary(out: Path) -> Optional[dict]:
-    try:
-        return json.loads((out / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None

@@ -6,7 +6,10 @@ What a score means in the totals (a mean score, A's win rate) is the mode's arit
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pyarrow as pa
@@ -157,6 +160,17 @@ class SummaryBuilder:
         )
         out.update(extra or {})
         return out
+
+
+def read_summary(out_dir: Path) -> Optional[dict]:
+    """A score dir's summary.json, or None where there is none readable (a run not finished)."""
+    path = Path(out_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        logging.getLogger(__name__).info("no readable summary.json in %s (%s)", out_dir, e)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _ratio(num: float, den: float) -> Optional[float]:

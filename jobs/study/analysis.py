@@ -15,7 +15,6 @@ time and price of the whole evaluation on each of bench.machines.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -23,9 +22,11 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from jobs.agreement import load
+from jobs.agreement.compare import complete_rows
 from jobs.agreement.stats import bootstrap, pearson, rng_for, units_of
 from jobs.config import JobConfig
 from jobs.data.costs import projected_costs
+from jobs.data.summary import read_summary
 from jobs.study.plan import StudyPlan, run_dir, speed_dir
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,9 @@ def _quality(joined, study: StudyPlan, judge_id: str, st, seed: int) -> dict:
     return out
 
 
-def _rows(joined, names: List[str]):
-    """Rows where every named source has a score, and how many of their rows are left out."""
-    scored = np.logical_and.reduce([np.isfinite(joined.scores[n]) for n in names])
-    present = np.logical_or.reduce([joined.present[n] for n in names])
-    return np.flatnonzero(scored), int(np.sum(present & ~scored))
-
 
 def _pearson(joined, a: str, b: str, st, seed: int) -> dict:
-    rows, missing = _rows(joined, [a, b])
+    rows, missing, _ = complete_rows(joined, [a, b])
     x, y = joined.scores[a], joined.scores[b]
     (r,) = bootstrap(lambda idx: np.array([pearson(x[idx], y[idx])]), units_of(rows, joined.groups),
                      st.resamples, rng_for(seed, f"study:{a}|{b}"))
@@ -104,7 +99,7 @@ def _pearson(joined, a: str, b: str, st, seed: int) -> dict:
 
 def _difference(joined, a: str, original: str, ref: str, st, seed: int) -> dict:
     """r(a, ref) - r(original, ref) on the same rows, from one paired bootstrap."""
-    rows, missing = _rows(joined, [a, original, ref])
+    rows, missing, _ = complete_rows(joined, [a, original, ref])
     x, o, z = joined.scores[a], joined.scores[original], joined.scores[ref]
     (d,) = bootstrap(lambda idx: np.array([pearson(x[idx], z[idx]) - pearson(o[idx], z[idx])]),
                      units_of(rows, joined.groups), st.resamples, rng_for(seed, f"study-diff:{a}|{original}|{ref}"))
@@ -116,8 +111,8 @@ def _none(why: str) -> dict:
 
 
 def _speed(cfg: JobConfig, study: StudyPlan, judge, out_dir: Path, peak_bytes: Optional[int]) -> dict:
-    alone = _summary(speed_dir(out_dir, judge.id)) if cfg.study.speed_rows else None
-    runs = [_summary(run_dir(out_dir, judge.id, k)) for k in range(1, cfg.study.repeats + 1)]
+    alone = read_summary(speed_dir(out_dir, judge.id)) if cfg.study.speed_rows else None
+    runs = [read_summary(run_dir(out_dir, judge.id, k)) for k in range(1, cfg.study.repeats + 1)]
     together = [r for r in runs if r and r.get("rows_this_run")]
     file = judge.file or {}
     return {
@@ -139,12 +134,6 @@ def _speed(cfg: JobConfig, study: StudyPlan, judge, out_dir: Path, peak_bytes: O
         "measured": "alone" if alone else "together",
     }
 
-
-def _summary(score_dir: Path) -> Optional[dict]:
-    try:
-        return json.loads((score_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _sha_of(runs: List[Optional[dict]]) -> Optional[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from jobs.agreement.report import clean, interval
+from jobs.agreement.report import clean, interval, md_row, print_tables
 from jobs.data.report_page import (bars, counts_of, figures, intervals, num, page, pairs_table, pct, raw, scatter,
                                    section, table, text_list)
 from jobs.data.shards import write_json
@@ -112,14 +112,11 @@ def how(r: dict) -> str:
 def markdown(r: dict) -> str:
     lines = ["# judgefleet study", "", how(r), ""]
     for title, header, rows in tables(r):
-        lines += [f"## {title}", "", _md_row(header), _md_row(["---"] * len(header)), *map(_md_row, rows), ""]
+        lines += [f"## {title}", "", md_row(header), md_row(["---"] * len(header)), *map(md_row, rows), ""]
     for note in _notes(r):
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"
 
-
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
 def _notes(r: dict) -> List[str]:
@@ -129,15 +126,7 @@ def _notes(r: dict) -> List[str]:
 
 
 def show(r: dict, files: Sequence[Path], console) -> None:
-    from rich.table import Table
-
-    for title, header, rows in tables(r):
-        t = Table(title=title, title_justify="left")
-        for h in header:
-            t.add_column(h, overflow="fold")
-        for row in rows:
-            t.add_row(*row)
-        console.print(t)
+    print_tables(tables(r), console)
     for note in _notes(r):
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print("written: " + ", ".join(str(f) for f in files), soft_wrap=True)
