@@ -74,7 +74,8 @@ class ScoreRun:
         failed = True
         try:
             d = self.cfg.dataset
-            self.lineage.use_dataset(self.files, {"format": d.format, "id_field": d.id_field, "limit": d.limit})
+            self.lineage.use_dataset(self.files, {"format": d.format, "id_field": d.id_field, "limit": d.limit},
+                                     self.finished.input_sha256)
             summary = self.judge() if left else self.finish(self.earlier_summary()[0], None, time.perf_counter(), [])
             failed = False
         finally:

@@ -56,6 +56,8 @@ class Finished:
     row_ids: Set[str] = field(default_factory=set)
     rows: int = 0
     next_index: int = 0
+    # The input files' sha256 as `prepare` read them (resolved path -> digest), for the lineage.
+    input_sha256: Dict[str, str] = field(default_factory=dict)
 
 
 _ADDED_DEFAULTS = {"judge.swap": False, "dataset.chosen_field": "chosen", "dataset.rejected_field": "rejected",
@@ -118,6 +120,7 @@ def prepare(out_dir: Path, cfg: JobConfig, restart: bool, files: Sequence[Path] 
             )
     earlier = _read_json(job_file).get("inputs") if finished.shards else None
     inputs = digest.digest_files(files, earlier or ())
+    finished.input_sha256 = {e["path"]: e["sha256"] for e in inputs}
     if earlier is not None:  # job.json of older versions has no digest: nothing to compare
         changed = digest.changes(earlier, inputs, cfg.dataset.format)
         if changed:

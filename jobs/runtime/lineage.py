@@ -117,10 +117,14 @@ class Lineage:
         return getattr(getattr(self.run, "settings", None), "sync_dir", None) if self.run else None
 
     @_tracking
-    def use_dataset(self, files: Sequence[Path], dataset_cfg: Dict[str, Any]) -> None:
+    def use_dataset(self, files: Sequence[Path], dataset_cfg: Dict[str, Any],
+                    sha256s: Optional[Dict[str, str]] = None) -> None:
+        """`sha256s`: digests already read (resolved path -> sha256), so a file is not hashed twice."""
         import wandb
 
-        described = [{"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_of(f)} for f in files]
+        known = sha256s or {}
+        described = [{"path": str(f.resolve()), "bytes": f.stat().st_size,
+                      "sha256": known.get(str(f.resolve())) or sha256_of(f)} for f in files]
         label = files[0].stem if len(files) == 1 else files[0].parent.name
         artifact = wandb.Artifact(artifact_name("dataset", label), type="dataset",
                                   metadata={"files": described, **dataset_cfg})
