@@ -49,6 +49,7 @@ def result_schema(mode: Union[str, Mode]) -> pa.Schema:
             ("judge_backend", pa.string()),
             ("judge_member", pa.string()),
             ("judge_replica", pa.string()),
+            ("judge_node", pa.string()),  # the Ray node id of that replica
             ("judge_model_file", pa.string()),
             ("judge_model_sha256", pa.string()),
             ("prompt_tokens", pa.int64()),
@@ -170,6 +171,7 @@ def result_columns(verdicts: List[RowVerdict], s: JudgeSettings) -> Dict[str, pa
         values["judge_backend"].append(v.lineage.get("backend"))
         values["judge_member"].append(v.lineage.get("member"))
         values["judge_replica"].append(v.lineage.get("replica"))
+        values["judge_node"].append(v.lineage.get("node"))
         values["judge_model_file"].append(v.lineage.get("model_file"))
         values["judge_model_sha256"].append(v.lineage.get("model_sha256"))
         values["prompt_tokens"].append(v.prompt_tokens)

@@ -1,6 +1,7 @@
 """`judgefleet score` end to end: real Ray Data, real judges, real Parquet; output rows = input rows."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 RESULT_COLUMNS = {
     "row_id", "row_index", "scores", "score", "score_expected", "score_probs", "feedbacks", "errors", "judge_model",
-    "judge_backend", "judge_replica", "judge_model_file", "judge_model_sha256", "prompt_tokens", "completion_tokens",
+    "judge_backend", "judge_replica", "judge_node", "judge_model_file", "judge_model_sha256", "prompt_tokens", "completion_tokens",
     "latency_s",
 }
 
@@ -48,6 +49,7 @@ def test_quickstart_command_deploys_the_bundled_judge_and_scores(tmp_path, bundl
         assert 1 <= row["score_expected"] <= 5 and all(abs(sum(p) - 1) < 1e-6 for p in row["score_probs"])
         assert row["errors"] is None and row["judge_backend"] == "llama.cpp"
         assert row["judge_model_sha256"] == bundled_model.sha256
+        assert re.fullmatch(r"[0-9a-f]{56}", row["judge_node"])  # the Ray node id of the replica
         assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 and row["latency_s"] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == 3 and summary["scored"] == 3 and summary["parse_rate"] == 1.0
@@ -123,7 +125,7 @@ def test_external_llama_cpp_server(llama_server, ray_session, write_jsonl, tmp_p
     rows = read_scores(tmp_path / "out")
     assert len(rows) == 2
     for row in rows:
-        assert row["judge_backend"] == "openai-compatible" and row["judge_replica"] is None
+        assert row["judge_backend"] == "openai-compatible" and row["judge_replica"] is None and row["judge_node"] is None
         assert len(row["scores"]) == 2 and all(s in (1, 2, 3, 4, 5) for s in row["scores"]), row["errors"]
         assert row["score_expected"] is not None
     assert summary["parse_rate"] == 1.0
