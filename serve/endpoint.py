@@ -285,7 +285,16 @@ class JudgeEndpoint:
         # Ray's own SIGTERM handler dumps a stack and exits; ours unwinds like Ctrl-C instead, so
         # a stopped pod or `kill` still writes what was judged, deletes the route and stops Ray.
         if threading.current_thread() is threading.main_thread():
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        # On a cluster we joined, the route outlives this process unless deleted: `ray job stop`
+        # sends SIGTERM and SIGKILLs 3 s later (Ray's RAY_JOB_STOP_WAIT_TIME_S), too soon for the
+        # unwinding below to reach __exit__. Ask Serve's controller to delete it now, without
+        # waiting; the controller finishes the teardown whether or not this process lives.
+        if self._deployed and not self._own_cluster:
+            _quietly(lambda: _serve().delete(self.app_name, _blocking=False), "could not delete the judge route")
+        raise KeyboardInterrupt
 
     def _restore_sigterm(self) -> None:
         if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
@@ -408,10 +417,6 @@ def _quietly(action, what: str) -> None:
         action()
     except Exception:  # noqa: BLE001 - best effort on the way out
         log.debug(what, exc_info=True)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def process_tree_rss(pids) -> int:

@@ -169,3 +169,29 @@ def test_job_uses_a_route_already_deployed_on_the_cluster(dev_cluster, tmp_path)
             route.wait()
     assert route.returncode == 130, route_log.read_text()[-3000:]  # stopped by Ctrl-C, as a shell reports it
     assert _alive_replicas(dev_cluster) == {}
+
+
+def test_ray_job_stop_takes_the_route_down_and_a_rerun_resumes(dev_cluster, tmp_path):
+    """`ray job stop` SIGTERMs the job and SIGKILLs it 3 s later: its route must not stay behind on
+    the cluster (holding the judge nodes and the port), and the same submit straight after works."""
+    out = tmp_path / "stopped"
+    args = [CONFIG, f"output.dir={out}", "dataset.limit=6", "sampling.max_tokens=24"]
+    submitted = _sh(dev_cluster.env, "ray", "job", "submit", "--no-wait", "--working-dir", ".", "--",
+                    "judgefleet", "score", *args)
+    job = re.search(r"Job '(raysubmit_\w+)' submitted successfully", submitted.stdout + submitted.stderr).group(1)
+    deadline = time.monotonic() + 300
+    while "scoring" not in _sh(dev_cluster.env, "ray", "job", "logs", job).stdout:
+        assert time.monotonic() < deadline, "the job never started scoring"
+        time.sleep(2)
+    assert _alive_replicas(dev_cluster)
+    _sh(dev_cluster.env, "ray", "job", "stop", job, timeout=60)
+    deadline = time.monotonic() + 90
+    while _alive_replicas(dev_cluster):
+        assert time.monotonic() < deadline, f"the stopped job's route is still up: {_alive_replicas(dev_cluster)}"
+        time.sleep(2)
+
+    log = _submit(dev_cluster, *args)
+    assert "samples scored" in log
+    rows = _scores(out)
+    assert len(rows) == len({r["row_id"] for r in rows}) == 6 and all(r["errors"] is None for r in rows)
+    assert _alive_replicas(dev_cluster) == {}
