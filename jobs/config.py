@@ -63,7 +63,8 @@ class JudgeConfig:
 
 @dataclass
 class DatasetConfig:
-    # A file (.json, .jsonl, .parquet, .csv), a directory of them, or a glob.
+    # A file (.json, .jsonl, .parquet, .csv), a directory of them, or a glob; on disk or on object
+    # storage as a URI (s3://bucket/data.jsonl; endpoint and credentials: jobs/data/storage.py).
     path: str = MISSING
     format: Optional[str] = None
     limit: Optional[int] = None
@@ -104,6 +105,7 @@ class SamplingConfig:
 
 @dataclass
 class OutputConfig:
+    # A local directory, or a URI on object storage (s3://bucket/dir, or another pyarrow filesystem).
     dir: str = "runs/latest"
     # A shard is written every shard_rows rows, or once its first row has waited flush_s seconds:
     # a job killed at any moment loses at most that much work (see "Interrupted runs").
@@ -117,7 +119,8 @@ class OutputConfig:
 
 @dataclass
 class TrackingConfig:
-    # offline: a W&B run under <output.dir>/wandb, no account needed (upload later with `wandb sync`).
+    # offline: a W&B run under <output.dir>/wandb, no account needed (upload later with `wandb sync`);
+    # with output.dir on object storage, under $WANDB_DIR (else ./wandb).
     # online: straight to W&B (needs $WANDB_API_KEY). disabled: no run.
     mode: str = "offline"
     project: str = "judgefleet"

@@ -6,20 +6,18 @@ import contextlib
 import functools
 import logging
 import time
-from pathlib import Path
 from typing import Callable, List, Optional
-
-import pyarrow.parquet as pq
 
 from jobs.commands.common import check_columns, judge_endpoint, row_stream
 from jobs.config import JobConfig, swap_of, to_dict
-from jobs.data import resume
+from jobs.data import resume, storage
 from jobs.redact import redact
 from jobs.data.columns import scan_columns
 from jobs.data.datasource import check_readable, count_rows, make_datasource, resolve_paths
 from jobs.data.lock import OutputLock
 from jobs.data.score_report import write_report
 from jobs.data.shards import ShardWriter, prepare_output_dir, write_json
+from jobs.data.storage import Location
 from jobs.data.summary import SummaryBuilder, print_summary
 from jobs.judge.row_judge import JudgeSettings
 from jobs.runtime.lineage import Lineage, logged_config
@@ -53,8 +51,8 @@ class ScoreRun:
         self.restart, self.retry_errors = restart, retry_errors
         self.started = time.perf_counter()
         self.endpoint_owner = judge_endpoint(cfg)
-        self.files: List[Path] = []
-        self.out_dir: Optional[Path] = None
+        self.files: List[Location] = []  # local paths, or URIs on object storage (jobs.data.storage)
+        self.out_dir: Optional[Location] = None
         self.finished = resume.Finished()
         self.total: Optional[int] = None  # rows to score in this run, when the format can count them
         self.lineage = Lineage(None)
@@ -131,7 +129,7 @@ class ScoreRun:
         ds = build_dataset(make_datasource(self._rows()), settings, endpoint.url, endpoint.api_key,
                            j.clients, j.max_in_flight, j.timeout_s, j.max_retries, cfg.output.keep_prompt)
         writer = ShardWriter(self.out_dir, cfg.output.shard_rows, start_index=self.finished.next_index,
-                             flush_s=cfg.output.flush_s)
+                             flush_s=cfg.output.flush_s, check=self.lock.check)
         summary, judged_before = self.earlier_summary()
         scoring_started = time.perf_counter()
         progress = None if self.on_batch else Progress(
@@ -163,8 +161,8 @@ class ScoreRun:
         """The summary of the finished shards, and which weights judged them (per member)."""
         summary = SummaryBuilder(self.cfg.judge.mode, self.cfg.output.group_by)
         for shard in self.finished.shards:  # one shard at a time, only the columns it reads: memory stays bounded
-            present = pq.read_schema(shard).names
-            summary.add(pq.read_table(shard, columns=[c for c in summary.columns if c in present]))
+            present = storage.read_schema(shard).names
+            summary.add(storage.read_table(shard, columns=[c for c in summary.columns if c in present]))
         summary.mark_resumed()
         return summary, resume.weights_by_member(summary.judges)
 

@@ -83,9 +83,9 @@ def scan_columns(files: Sequence[Path], fmt: Optional[str], reserved: Iterable[s
             for key in csv_header(path):
                 merge(key, TEXT)
         elif kind == "parquet":
-            import pyarrow.parquet as pq
+            from jobs.data.storage import read_schema
 
-            for f in pq.read_schema(path):
+            for f in read_schema(path):
                 merge(f.name, f.type)
         else:
             chunk: List[dict] = []

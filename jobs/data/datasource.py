@@ -24,8 +24,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 import pyarrow as pa
 
+from jobs.data import storage
 from jobs.data.columns import InputColumns, as_json, scan_columns
 from jobs.data.records import BOM, FORMATS, count_records, file_format, iter_records, read_records
+from jobs.data.storage import Location
 from jobs.errors import DatasetError
 
 __all__ = ["FORMATS", "ROW_ID", "ROW_INDEX", "READ_ERROR", "resolve_paths", "file_format", "iter_records",
@@ -36,10 +38,17 @@ ROW_INDEX = "row_index"
 READ_ERROR = "_read_error"
 
 
-def resolve_paths(path: str, fmt: Optional[str] = None) -> List[Path]:
-    """The files a dataset path names, in a stable order; DatasetError if there are none."""
-    p = Path(path).expanduser()
-    if p.is_file():
+def resolve_paths(path: str, fmt: Optional[str] = None) -> List[Location]:
+    """The files a dataset path names, in a stable order; DatasetError if there are none. A URI
+    (s3://bucket/data.jsonl, s3://bucket/dir, s3://bucket/dir/*.jsonl) names files on object storage."""
+    p = storage.location(path, "dataset.path")
+    if storage.is_remote(p):
+        try:
+            found = storage.find_files(p)
+        except OSError as e:
+            raise DatasetError(f"dataset.path: {storage.problem(p, e)}") from None
+        files = [f for f in found if fmt or f.suffix.lower() in FORMATS]
+    elif p.is_file():
         files = [p]
     elif p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and (fmt or f.suffix.lower() in FORMATS))
@@ -52,14 +61,14 @@ def resolve_paths(path: str, fmt: Optional[str] = None) -> List[Path]:
     return files
 
 
-def check_readable(files: Sequence[Path], fmt: Optional[str]) -> dict:
+def check_readable(files: Sequence[Location], fmt: Optional[str]) -> dict:
     """Fail before any Ray work if the dataset cannot be opened; return the first record."""
     for f in files:
-        if not os.access(f, os.R_OK):
+        if not storage.is_remote(f) and not os.access(f, os.R_OK):
             raise DatasetError(f"dataset file '{f}' is not readable")
         kind = file_format(f, fmt)
         if kind == "json":
-            with open(f, "rb") as fh:
+            with storage.open_input(f) as fh:
                 head = fh.read(64).lstrip()
                 if head.startswith(BOM):
                     head = head[len(BOM):].lstrip()
@@ -72,18 +81,23 @@ def check_readable(files: Sequence[Path], fmt: Optional[str]) -> dict:
                     f"dataset '{f}' is not a complete JSON document (it may be truncated); "
                     "fix the file, or use .jsonl for one record per line"
                 )
-    for rec, _err in iter_records(files, fmt):
-        if rec is not None:
-            return rec
+    try:
+        for rec, _err in iter_records(files, fmt):
+            if rec is not None:
+                return rec
+    except OSError as e:
+        if not any(storage.is_remote(f) for f in files):
+            raise
+        raise DatasetError(f"dataset.path: {storage.problem(files[0], e)}") from None
     return {}
 
 
-def count_rows(files: Sequence[Path], fmt: Optional[str]) -> Optional[int]:
+def count_rows(files: Sequence[Location], fmt: Optional[str]) -> Optional[int]:
     """Rows in the dataset when cheap to know (for the progress bar), else None."""
     total = 0
     for f in files:
         kind = file_format(f, fmt)
-        if kind == "json" and f.stat().st_size >= 256 << 20:
+        if kind == "json" and storage.size(f) >= 256 << 20:
             return None
         total += count_records(f, kind)
     return total
@@ -115,7 +129,7 @@ def _csv_number(cell: str) -> Any:
 class RowStream:
     """Records -> pyarrow tables with row_id, position and read errors (runs in the read task)."""
 
-    def __init__(self, files: Sequence[Path], fmt: Optional[str], id_field: Optional[str],
+    def __init__(self, files: Sequence[Location], fmt: Optional[str], id_field: Optional[str],
                  limit: Optional[int], reserved: Sequence[str] = (), chunk_rows: int = 256,
                  annotate: Optional[Callable[[Optional[dict]], dict]] = None, skip: frozenset = frozenset(),
                  columns: Optional[InputColumns] = None):
@@ -196,18 +210,29 @@ class RowStream:
 
 
 def make_datasource(stream: RowStream):
-    """A Ray Data datasource with one read task that streams `stream.tables()`."""
+    """A Ray Data datasource with one read task that streams `stream.tables()`.
+
+    A dataset on object storage is read where the task runs: the task takes this process's AWS
+    settings along (endpoint, region, credentials), as `ray job submit --runtime-env-json` would,
+    so a worker started before they were set, or on a node without them, reads what the driver can."""
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
+    size = sum(storage.size(f) for f in stream.files)
+    env = storage.environment() if any(storage.is_remote(f) for f in stream.files) else {}
+
+    def read() -> Iterator[pa.Table]:
+        storage.apply_environment(env)
+        return stream.tables()
+
     class _JudgeRows(Datasource):
         def estimate_inmemory_data_size(self) -> Optional[int]:
-            return sum(f.stat().st_size for f in stream.files)
+            return size
 
         def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> List[ReadTask]:
             meta = BlockMetadata(num_rows=None, size_bytes=self.estimate_inmemory_data_size(), exec_stats=None,
                                  input_files=[str(f) for f in stream.files])
-            return [ReadTask(stream.tables, meta)]
+            return [ReadTask(read if env else stream.tables, meta)]
 
         def get_name(self) -> str:
             return "JudgeRows"

@@ -13,29 +13,30 @@ re-run scores the new ones (a growing log of model outputs, judged as it grows).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from jobs.data import storage
 from jobs.data.records import file_format
+from jobs.data.storage import Location
 
 _BLOCK = 1 << 20
 APPENDABLE = ("jsonl", "csv")
 
 
-def digest_files(files: Sequence[Path], before: Sequence[dict] = ()) -> List[dict]:
+def digest_files(files: Sequence[Location], before: Sequence[dict] = ()) -> List[dict]:
     """[{"path", "size", "sha256"}] per file. Where `before` has a smaller size for the same path,
     also "prefix_sha256" (of the first `size` bytes, then) and "prefix_ends_line"."""
     sizes = {e["path"]: e["size"] for e in before}
     out = []
     for f in files:
-        path = str(Path(f).expanduser().resolve())
+        path = str(storage.resolved(f))
         entry = {"path": path, "size": 0, "sha256": ""}
         cut = sizes.get(path)
         h = hashlib.sha256()
         read = 0
         if cut == 0:  # the file was empty then: anything after is appended
             entry["prefix_sha256"], entry["prefix_ends_line"] = h.hexdigest(), True
-        with open(f, "rb") as fh:
+        with storage.open_input(f) as fh:
             while True:
                 block = fh.read(_BLOCK)
                 if not block:
@@ -67,7 +68,7 @@ def changes(before: Sequence[dict], now: Sequence[dict], fmt: Optional[str]) -> 
         if cur is None or (cur["size"], cur["sha256"]) == (was["size"], was["sha256"]):
             continue
         appended = (cur["size"] > was["size"] and cur.get("prefix_sha256") == was["sha256"]
-                    and cur.get("prefix_ends_line") and file_format(Path(path), fmt) in APPENDABLE)
+                    and cur.get("prefix_ends_line") and file_format(storage.location(path), fmt) in APPENDABLE)
         if not appended:
             out.append(f"'{path}' changed (size {was['size']} -> {cur['size']} bytes, "
                        f"sha256 {was['sha256'][:12]}... -> {cur['sha256'][:12]}...)")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
+from jobs.data import storage
+from jobs.data.storage import Location
 from jobs.errors import DatasetError
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
@@ -30,14 +31,14 @@ csv.field_size_limit(2**31 - 1)
 Record = Tuple[Optional[dict], Optional[str]]  # (values, why it cannot be judged); values None: nothing read
 
 
-def file_format(path: Path, fmt: Optional[str] = None) -> str:
+def file_format(path: Location, fmt: Optional[str] = None) -> str:
     found = fmt or FORMATS.get(path.suffix.lower())
     if found is None:
         raise DatasetError(f"dataset.path: cannot tell the format of '{path}'; set dataset.format to json, jsonl, parquet or csv")
     return found
 
 
-def read_records(files: Sequence[Path], fmt: Optional[str] = None) -> Iterator[Record]:
+def read_records(files: Sequence[Location], fmt: Optional[str] = None) -> Iterator[Record]:
     """Per input row, in order: (record, None), (record, error) when its text is not UTF-8 (the
     record with the bad characters escaped), or (None, error) when nothing could be read."""
     for path in files:
@@ -56,7 +57,7 @@ def read_records(files: Sequence[Path], fmt: Optional[str] = None) -> Iterator[R
             yield rec, error if error is None else _escape(error)  # a file name may hold bad bytes too
 
 
-def iter_records(files: Sequence[Path], fmt: Optional[str] = None) -> Iterator[Record]:
+def iter_records(files: Sequence[Location], fmt: Optional[str] = None) -> Iterator[Record]:
     """(record, None) per readable row and (None, error) per unreadable one, in order."""
     for rec, error in read_records(files, fmt):
         yield (None, error) if error else (rec, None)
@@ -104,9 +105,9 @@ def _join(path: str, key: str) -> str:
 
 
 # -- formats --------------------------------------------------------------------------------
-def _jsonl(path: Path):
+def _jsonl(path: Location):
     # Lines end at b"\n" only (JSON Lines); a bad byte spoils its own line's strings, no other line.
-    with open(path, "rb") as f:
+    with storage.open_input(path) as f:
         for n, raw in enumerate(f, start=1):
             if n == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM):]
@@ -132,12 +133,12 @@ def _json_problem(e: Exception) -> str:
     return _escape(str(e))  # e.g. an integer of more than 4300 digits
 
 
-def load_json_document(path: Path) -> Any:
-    with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
+def load_json_document(path: Location) -> Any:
+    with storage.open_text(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         return json.load(f)
 
 
-def _json_array(path: Path):
+def _json_array(path: Location):
     try:
         doc = load_json_document(path)
     except (ValueError, RecursionError) as e:
@@ -157,22 +158,20 @@ def _json_array(path: Path):
             yield None, f"{path.name} item {i}: expected a JSON object, got {type(rec).__name__}", ""
 
 
-def _parquet(path: Path):
-    import pyarrow.parquet as pq
-
+def _parquet(path: Location):
     n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in storage.parquet_file(path).iter_batches(batch_size=1024):
         for rec in batch.to_pylist():
             yield rec, None, f"row {n}"
             n += 1
 
 
-def csv_header(path: Path) -> List[str]:
+def csv_header(path: Location) -> List[str]:
     with _open_csv(path) as f:
         return _unique_names(next(csv.reader(f), []))
 
 
-def _csv(path: Path):
+def _csv(path: Location):
     with _open_csv(path) as f:
         reader = csv.reader(f)
         try:
@@ -191,9 +190,9 @@ def _csv(path: Path):
             yield None, f"{path.name} line {reader.line_num}: not valid CSV ({e})", ""
 
 
-def _open_csv(path: Path) -> io.TextIOWrapper:
+def _open_csv(path: Location) -> io.TextIOWrapper:
     # newline="" as the csv module asks: quoted fields may hold line breaks.
-    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return storage.open_text(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def _unique_names(names: List[str]) -> List[str]:
@@ -208,14 +207,12 @@ def _unique_names(names: List[str]) -> List[str]:
     return out
 
 
-def count_records(path: Path, kind: str) -> int:
+def count_records(path: Location, kind: str) -> int:
     """Rows `read_records` yields for one file (unreadable ones included), without parsing JSON."""
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
+        return storage.parquet_file(path).metadata.num_rows
     if kind == "jsonl":
-        with open(path, "rb") as fh:
+        with storage.open_input(path) as fh:
             return sum(1 for n, line in enumerate(fh)
                        if line.strip(_BLANK) and not (n == 0 and line.strip(_BLANK) == BOM))
     return sum(1 for _ in (_csv(path) if kind == "csv" else _json_array(path)))

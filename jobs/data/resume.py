@@ -14,24 +14,23 @@ columns would be typed otherwise than in the finished shards (`columns`): shards
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from jobs.config import JobConfig, swap_of, to_dict
-from jobs.data import digest
+from jobs.data import digest, storage
 from jobs.data.columns import InputColumns, mismatches
 from jobs.data.datasource import ROW_ID
 from jobs.errors import ConfigError, JudgefleetError
 from jobs.data.shards import manifest_path, write_json, write_shard
+from jobs.data.storage import Location
 from jobs.redact import redact
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class JudgeChangedError(JudgefleetError):
 class Finished:
     """The finished shards of an output dir."""
 
-    shards: List[Path] = field(default_factory=list)
+    shards: List[Location] = field(default_factory=list)
     row_ids: Set[str] = field(default_factory=set)
     rows: int = 0
     next_index: int = 0
@@ -73,7 +72,7 @@ def fingerprint(cfg: JobConfig) -> Dict[str, object]:
             name = f"{section}.{key}"
             if name not in _NOT_VERDICT:
                 flat[name] = value
-    flat["dataset.path"] = str(Path(cfg.dataset.path).expanduser().resolve())
+    flat["dataset.path"] = str(storage.resolved(storage.location(cfg.dataset.path, "dataset.path")))
     # judge.swap as it applies (null means swapped in relative mode); left out where false, and the
     # pairwise_absolute keys where at their defaults, so outputs made before they existed resume.
     flat["judge.swap"] = swap_of(cfg)
@@ -90,21 +89,20 @@ def fingerprint(cfg: JobConfig) -> Dict[str, object]:
     return redact(flat)
 
 
-def prepare(out_dir: Path, cfg: JobConfig, restart: bool, files: Sequence[Path] = (),
+def prepare(out_dir: Location, cfg: JobConfig, restart: bool, files: Sequence[Location] = (),
             columns: Optional[InputColumns] = None) -> Finished:
     """Clear the output dir (restart), or find its finished shards and check they came from this
     config, these input `files` (unchanged, or with lines appended) and these input `columns`."""
     scores = out_dir / "scores"
     job_file = out_dir / JOB_FILE
     if restart:
-        shutil.rmtree(scores, ignore_errors=True)
-        scores.mkdir(parents=True)
+        storage.clear_dir(scores)
         for name in (JOB_FILE, "summary.json"):
-            (out_dir / name).unlink(missing_ok=True)
+            storage.delete(out_dir / name)
     finished = scan(scores)
     now = fingerprint(cfg)
     if finished.shards:
-        if not job_file.is_file():
+        if not storage.is_file(job_file):
             raise ConfigError(
                 f"output.dir '{out_dir}' holds {len(finished.shards)} scored shards but no {JOB_FILE} saying what "
                 "produced them; re-run with --restart to score from scratch, or choose another output.dir"
@@ -139,10 +137,10 @@ def prepare(out_dir: Path, cfg: JobConfig, restart: bool, files: Sequence[Path] 
     return finished
 
 
-def check_shard_columns(finished: Finished, columns: InputColumns, out_dir: Path) -> None:
+def check_shard_columns(finished: Finished, columns: InputColumns, out_dir: Location) -> None:
     """Refuse to add shards whose input columns are typed otherwise than the finished ones'."""
     for shard in finished.shards:
-        differ = mismatches(columns, pq.read_schema(shard))
+        differ = mismatches(columns, storage.read_schema(shard))
         if differ:
             more = f" and {len(differ) - 2} more" if len(differ) > 2 else ""
             raise ConfigError(
@@ -152,17 +150,16 @@ def check_shard_columns(finished: Finished, columns: InputColumns, out_dir: Path
             )
 
 
-def scan(scores: Path) -> Finished:
+def scan(scores: Location) -> Finished:
     """Finished shards (manifest + Parquet with the manifest's row count); remove what is half written."""
     finished = Finished()
-    if not scores.is_dir():
-        return finished
+    present = storage.list_dir(scores)
     kept: Set[str] = set()
-    for manifest in sorted(scores.glob("part-*.manifest.json")):
+    for manifest in sorted(p for p in present if fnmatch.fnmatchcase(p.name, "part-*.manifest.json")):
         shard = scores / manifest.name.replace(".manifest.json", ".parquet")
         try:
-            meta = json.loads(manifest.read_text())
-            ok = meta["rows"] == pq.ParquetFile(shard).metadata.num_rows == len(meta["row_ids"])
+            meta = storage.read_json(manifest)
+            ok = meta["rows"] == storage.parquet_file(shard).metadata.num_rows == len(meta["row_ids"])
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             ok = False
         if not ok:
@@ -173,9 +170,9 @@ def scan(scores: Path) -> Finished:
         finished.row_ids.update(meta["row_ids"])
         finished.rows += meta["rows"]
         finished.next_index = max(finished.next_index, int(shard.stem.split("-")[1]) + 1)
-    for path in scores.iterdir():
+    for path in present:
         if path.name not in kept and (path.name.startswith((".part-", "part-"))):
-            path.unlink()
+            storage.delete(path)
     return finished
 
 
@@ -188,17 +185,17 @@ def drop_errored(finished: Finished) -> int:
     """
     dropped = 0
     for shard in list(finished.shards):
-        table = pq.read_table(shard)
+        table = storage.read_table(shard)
         if "errors" not in table.column_names or table.column("errors").null_count == table.num_rows:
             continue
         clean = pc.is_null(table.column("errors"))
         errored = table.filter(pc.invert(clean)).column(ROW_ID).to_pylist()
-        manifest_path(shard).unlink()
+        storage.delete(manifest_path(shard))
         kept = table.filter(clean)
         if kept.num_rows:
             write_shard(shard, kept)
         else:
-            shard.unlink()
+            storage.delete(shard)
             finished.shards.remove(shard)
         finished.row_ids.difference_update(errored)
         finished.rows -= len(errored)
@@ -215,7 +212,7 @@ def weights_by_member(judges: Iterable[tuple]) -> Dict[str, Set[str]]:
     return out
 
 
-def check_same_judge(before: Dict[str, Set[str]], judges: Iterable[tuple], out_dir: Path) -> None:
+def check_same_judge(before: Dict[str, Set[str]], judges: Iterable[tuple], out_dir: Location) -> None:
     """Refuse rows judged by other weights than the finished shards' under the same member."""
     for member, shas in weights_by_member(judges).items():
         known = before.get(member)
@@ -227,9 +224,9 @@ def check_same_judge(before: Dict[str, Set[str]], judges: Iterable[tuple], out_d
             )
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Location) -> dict:
     try:
-        return json.loads(path.read_text())
+        return storage.read_json(path)
     except (OSError, ValueError):
         return {}
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import pyarrow.parquet as pq
-
+from jobs.data import storage
 from jobs.data.report_page import (bars, counts_of, figures, num, page, pairs_table, pct, raw, section,
                                    stacked_shares, table)
+from jobs.data.storage import Location
 from jobs.judge.modes import get_mode
 
 log = logging.getLogger(__name__)
@@ -33,15 +31,13 @@ TEXT_CHARS = 300
 _OUTPUT_NAMES = ("score", "scores", "feedbacks", "errors", "prompt", "row_id", "row_index")
 
 
-def write_report(out_dir: Path, summary: dict, shards: Sequence[Path]) -> Optional[Path]:
+def write_report(out_dir: Location, summary: dict, shards: Sequence[Location]) -> Optional[Location]:
     """Add summary["report"] and write out_dir/report.html. A report that cannot be made is a
     warning, never the job's failure: the shards and summary.json are what a score run is for."""
     try:
         summary["report"] = gather(shards, summary)
-        path = Path(out_dir) / "report.html"
-        tmp = path.with_name(".report.html.tmp")
-        tmp.write_text(render(summary), encoding="utf-8")
-        os.replace(tmp, path)
+        path = storage.location(out_dir) / "report.html"
+        storage.write_atomic(path, render(summary).encode("utf-8"))
         return path
     except Exception as e:  # noqa: BLE001 - the report must not cost the scores
         log.warning("report.html was not written: %s", e)
@@ -49,7 +45,7 @@ def write_report(out_dir: Path, summary: dict, shards: Sequence[Path]) -> Option
         return None
 
 
-def gather(shards: Sequence[Path], summary: dict) -> dict:
+def gather(shards: Sequence[Location], summary: dict) -> dict:
     """From the shards: sample score counts per group, and the lowest- and highest-scored rows."""
     mode = get_mode(summary["mode"])
     groups = list(summary.get("by_group") or {})
@@ -59,11 +55,11 @@ def gather(shards: Sequence[Path], summary: dict) -> dict:
     extremes = _Extremes(ROWS_SHOWN)
     text_seen = False
     for shard in shards:  # one at a time, only the columns shown: memory stays bounded
-        names = pq.read_schema(shard).names
+        names = storage.read_schema(shard).names
         text_col = _stored(text_field, names)
         text_seen = text_seen or text_col is not None
         wanted = ["row_id", "row_index", "score", "scores", "feedbacks", "errors", *groups, text_col]
-        t = pq.read_table(shard, columns=[c for c in dict.fromkeys(wanted) if c and c in names]).to_pydict()
+        t = storage.read_table(shard, columns=[c for c in dict.fromkeys(wanted) if c and c in names]).to_pydict()
         for g in groups:  # keyed as SummaryBuilder keys by_group
             for value, samples in zip(t.get(g, [None] * len(t["row_id"])), t["scores"]):
                 per_group[g][str(value)].update(str(s) for s in samples or [] if s is not None)

@@ -3,8 +3,9 @@
 Shards are cut in the order rows arrive (Ray Data keeps input order), every `shard_rows` rows or
 when the oldest buffered row has waited `flush_s`, whichever comes first: a slow judge's work
 reaches disk within a bounded time, so a killed job loses at most that much of it. A shard is
-written under a temporary name and renamed, and its manifest (row ids, row count) goes beside it
-after: a reader never sees half a shard.
+written under a temporary name and renamed (on object storage: uploaded whole, in one request), and
+its manifest (row ids, row count) goes beside it after: a reader never sees half a shard
+(`jobs.data.storage`).
 """
 
 from __future__ import annotations
@@ -13,38 +14,59 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from jobs.data import storage
 from jobs.data.datasource import ROW_ID
+from jobs.data.storage import Location
 from jobs.errors import OutputError
 
 
-def prepare_output_dir(path: str, scores: bool = True) -> Path:
+def prepare_output_dir(path: str, scores: bool = True) -> Location:
     """Create the output directory (with its scores/ folder unless not `scores`) and prove it
-    writable, before any Ray work."""
-    out = Path(path).expanduser()
+    writable, before any Ray work. A URI (s3://bucket/dir) is checked with a write and a delete."""
+    out = storage.location(path, "output.dir")
+    if not storage.is_remote(out) and not Path(path).expanduser().is_absolute() and _in_ray_job_copy():
+        raise OutputError(
+            f"output.dir: '{path}' is relative, and this job runs in Ray's temporary copy of its working "
+            "directory (ray job submit --working-dir), which Ray deletes: the scores would be lost. Give an "
+            "absolute path the head node keeps (output.dir=/data/runs/x) or object storage (output.dir=s3://bucket/x)")
     try:
-        (out / "scores" if scores else out).mkdir(parents=True, exist_ok=True)
+        storage.make_dir(out / "scores" if scores else out)
         probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        storage.write_atomic(probe, b"ok")
+        storage.delete(probe)
     except OSError as e:
+        if storage.is_remote(out):
+            raise OutputError(f"output.dir: {storage.problem(out, e)}") from None
         raise OutputError(f"output.dir: cannot write to '{out}' ({e.strerror}); choose a writable directory") from None
     return out
 
 
+def _in_ray_job_copy() -> bool:
+    """Whether this process is a Ray job's entrypoint whose working directory Ray unpacked."""
+    try:  # the job supervisor hands the entrypoint its runtime env in this variable
+        runtime_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return False
+    return bool(runtime_env.get("working_dir"))
+
+
 class ShardWriter:
-    def __init__(self, out_dir: Path, shard_rows: int, start_index: int = 0, flush_s: Optional[float] = None):
-        self.dir = Path(out_dir) / "scores"
+    """`check`, when given, runs before each shard is written (the output lock's: still ours?)."""
+
+    def __init__(self, out_dir: Location, shard_rows: int, start_index: int = 0, flush_s: Optional[float] = None,
+                 check: Optional[Callable[[], None]] = None):
+        self.check = check
+        self.dir = storage.location(out_dir) / "scores"
         self.shard_rows = shard_rows
         self.flush_s = flush_s
         self._oldest: Optional[float] = None  # when the first buffered row arrived
         self.next_index = start_index  # after the finished shards of an earlier run
         self.rows_written = 0
-        self.paths: List[Path] = []
+        self.paths: List[Location] = []
         self._buffer: List[pa.Table] = []
         self._buffered = 0
 
@@ -68,6 +90,8 @@ class ShardWriter:
     def _flush(self) -> None:
         table = pa.concat_tables(self._buffer, promote_options="permissive").combine_chunks()
         path = self.dir / f"part-{self.next_index:05d}.parquet"
+        if self.check is not None:
+            self.check()
         write_shard(path, table)
         self.paths.append(path)
         self.rows_written += table.num_rows
@@ -76,21 +100,18 @@ class ShardWriter:
         self._oldest = None
 
 
-def manifest_path(shard: Path) -> Path:
+def manifest_path(shard: Location) -> Location:
     return shard.with_name(shard.name.replace(".parquet", ".manifest.json"))
 
 
-def write_shard(path: Path, table: pa.Table) -> None:
-    """The Parquet file under a temporary name, renamed; then its manifest, which makes it finished."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+def write_shard(path: Location, table: pa.Table) -> None:
+    """The Parquet file, atomically (`storage.write_table`); then its manifest, which makes it finished."""
+    storage.write_table(path, table)
     write_json(manifest_path(path), {"shard": path.name, "rows": table.num_rows,
                                      "row_ids": table.column(ROW_ID).to_pylist()})
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON under a temporary name, then rename: readers see the old file or the new one."""
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+def write_json(path: Location, data: dict) -> None:
+    """Write JSON atomically (a temporary name and a rename, or one upload): readers see the old
+    file or the new one."""
+    storage.write_atomic(path, json.dumps(data, indent=1, default=str).encode())

@@ -6,7 +6,6 @@ What a score means in the totals (a mean score, A's win rate) is the mode's arit
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pyarrow as pa
 
+from jobs.data import storage
 from jobs.judge.modes import Mode, get_mode
 from jobs.judge.reasons import Reason
 
@@ -162,11 +162,11 @@ class SummaryBuilder:
         return out
 
 
-def read_summary(out_dir: Path) -> Optional[dict]:
+def read_summary(out_dir: Union[str, Path]) -> Optional[dict]:
     """A score dir's summary.json, or None where there is none readable (a run not finished)."""
-    path = Path(out_dir) / "summary.json"
+    path = storage.location(out_dir) / "summary.json"
     try:
-        data = json.loads(path.read_text())
+        data = storage.read_json(path)
     except (OSError, ValueError) as e:
         logging.getLogger(__name__).info("no readable summary.json in %s (%s)", out_dir, e)
         return None

@@ -10,6 +10,11 @@ can be uploaded later with `wandb sync`. Artifacts record where every number cam
     agreement  `agree`'s agreement.json/.md and report.html, naming the score dirs (their
              summary.json, their `scores-<dir>` artifact) and data files it read
 
+On object storage (output.dir or dataset.path an s3:// URI) the references are the objects' URIs:
+W&B records each object's ETag (with boto3, at the endpoint of AWS_ENDPOINT_URL, as the job
+wrote them; W&B's own AWS_S3_ENDPOINT_URL wins where set), and the W&B run itself, which must be
+on local disk, goes to W&B's own place ($WANDB_DIR, else ./wandb).
+
 Every file is added by reference, so nothing is copied to W&B's staging area outside the
 output dir and the offline run dir can be moved and synced elsewhere. W&B cannot record an
 artifact as a run's input offline (`use_artifact` needs its server), so an offline run names its
@@ -30,7 +35,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from jobs.config import JobConfig, to_dict
+from jobs.data import storage
 from jobs.data.shards import manifest_path
+from jobs.data.storage import Location
 from jobs.judge.modes import get_mode
 from jobs.redact import redact
 
@@ -39,10 +46,10 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 50
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Location) -> str:
     """A dataset file's sha256, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with storage.open_input(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -82,11 +89,11 @@ class Lineage:
         self.inputs: Dict[str, dict] = {}  # artifact type -> name, digest and what it holds
 
     @classmethod
-    def start(cls, cfg: JobConfig, job_type: str, out_dir: Path, name: Optional[str] = None) -> "Lineage":
+    def start(cls, cfg: JobConfig, job_type: str, out_dir: Location, name: Optional[str] = None) -> "Lineage":
         return cls.start_run(logged_config(cfg), job_type, out_dir, cfg.tracking.mode, cfg.tracking.project, name)
 
     @classmethod
-    def start_run(cls, config: Dict[str, Any], job_type: str, out_dir: Path, mode: str = "offline",
+    def start_run(cls, config: Dict[str, Any], job_type: str, out_dir: Location, mode: str = "offline",
                   project: str = "judgefleet", name: Optional[str] = None) -> "Lineage":
         """A run whose config is a plain dict (a job without a JobConfig, such as `agree`); its
         secrets are redacted here, whoever the caller."""
@@ -100,7 +107,7 @@ class Lineage:
         try:
             run = wandb.init(
                 project=project, job_type=job_type, name=name, config=config,
-                dir=str(out_dir), mode=mode, reinit="create_new",
+                dir=None if storage.is_remote(out_dir) else str(out_dir), mode=mode, reinit="create_new",
                 # No console capture, system metrics, code or git snapshot: the job's own output stays as it is.
                 # No system metadata either: it records the command line, where `key=value` overrides
                 # may hold secrets that the config above has redacted.
@@ -117,19 +124,19 @@ class Lineage:
         return getattr(getattr(self.run, "settings", None), "sync_dir", None) if self.run else None
 
     @_tracking
-    def use_dataset(self, files: Sequence[Path], dataset_cfg: Dict[str, Any],
+    def use_dataset(self, files: Sequence[Location], dataset_cfg: Dict[str, Any],
                     sha256s: Optional[Dict[str, str]] = None) -> None:
         """`sha256s`: digests already read (resolved path -> sha256), so a file is not hashed twice."""
         import wandb
 
         known = sha256s or {}
-        described = [{"path": str(f.resolve()), "bytes": f.stat().st_size,
+        described = [{"path": str(f.resolve()), "bytes": storage.size(f),
                       "sha256": known.get(str(f.resolve())) or sha256_of(f)} for f in files]
         label = files[0].stem if len(files) == 1 else files[0].parent.name
         artifact = wandb.Artifact(artifact_name("dataset", label), type="dataset",
                                   metadata={"files": described, **dataset_cfg})
         for f in files:
-            artifact.add_reference(f.resolve().as_uri(), name=f.name)  # W&B records each file's md5
+            artifact.add_reference(storage.uri(f), name=f.name)  # W&B records each file's md5 (an object's ETag)
         self._use(artifact, {"files": described})
 
     @_tracking
@@ -153,19 +160,19 @@ class Lineage:
         self._use(artifact, {"model": model, "url": url, "members": members})
 
     @_tracking
-    def log_scores(self, out_dir: Path, summary: dict, shards: Sequence[Path]) -> None:
+    def log_scores(self, out_dir: Location, summary: dict, shards: Sequence[Location]) -> None:
         import wandb
 
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.run.summary.update(metrics)
         metric = get_mode(summary["mode"]).metric  # mean_score, or a_win_rate in relative mode
         meta = {k: summary.get(k) for k in ("rows", "scored", "rows_with_errors", "mode", metric, "parse_rate", "shards")}
-        artifact = wandb.Artifact(artifact_name("scores", Path(out_dir).resolve().name), type="scores",
+        artifact = wandb.Artifact(artifact_name("scores", storage.resolved(out_dir).name), type="scores",
                                   metadata={**meta, "inputs": self.inputs})
         for shard in shards:
             for f in (shard, manifest_path(shard)):
-                artifact.add_reference(f.resolve().as_uri(), name=f.name)
-        artifact.add_reference((Path(out_dir) / "summary.json").resolve().as_uri(), name="summary.json")
+                artifact.add_reference(storage.uri(f), name=f.name)
+        artifact.add_reference(storage.uri(storage.location(out_dir) / "summary.json"), name="summary.json")
         self.run.log_artifact(artifact)
         if shards:
             self.run.log({"scored_rows": sample_table(shards[0])})
@@ -252,13 +259,12 @@ class Lineage:
         self.run.finish(exit_code=1 if failed else 0)
 
 
-def sample_table(shard: Path, rows: int = SAMPLE_ROWS):
+def sample_table(shard: Location, rows: int = SAMPLE_ROWS):
     """The first rows of a shard as a W&B table: what the judge said, next to the row."""
-    import pyarrow.parquet as pq
     import wandb
 
     wanted = ["row_id", "score", "score_expected", "feedbacks", "errors", "judge_member"]
-    table = pq.read_table(shard, columns=[c for c in wanted if c in pq.read_schema(shard).names]).slice(0, rows)
+    table = storage.read_table(shard, columns=[c for c in wanted if c in storage.read_schema(shard).names]).slice(0, rows)
     out = wandb.Table(columns=["row_id", "score", "score_expected", "feedback", "errors", "judge_member"])
     for r in table.to_pylist():
         feedback = next((f for f in (r.get("feedbacks") or []) if f), None)

@@ -5,9 +5,11 @@ import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from jobs.data.resume import scan
-from jobs.data.shards import ShardWriter
+from jobs.data.shards import ShardWriter, prepare_output_dir
+from jobs.errors import OutputError
 
 
 def batch(start, n):
@@ -57,3 +59,20 @@ def test_scan_keeps_finished_shards_and_removes_half_written_ones(tmp_path):
     assert [p.name for p in finished.shards] == ["part-00000.parquet"]
     assert finished.row_ids == {f"r{i}" for i in range(5)} and finished.rows == 5 and finished.next_index == 1
     assert sorted(p.name for p in scores.iterdir()) == ["part-00000.manifest.json", "part-00000.parquet"]
+
+
+def test_a_relative_output_dir_inside_a_ray_jobs_working_dir_copy_is_refused(tmp_path, monkeypatch):
+    """`ray job submit --working-dir .` runs the job in a copy Ray deletes: relative output would go with it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}))
+    with pytest.raises(OutputError, match=r"output.dir: 'runs/x' is relative.*s3://"):
+        prepare_output_dir("runs/x")
+    assert not (tmp_path / "runs").exists()
+    assert prepare_output_dir(str(tmp_path / "abs")) == tmp_path / "abs"  # an absolute path is the user's choice
+    # A job without a working dir of Ray's (or no job at all) writes where it is told.
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {}}))
+    prepare_output_dir("runs/x")
+    assert (tmp_path / "runs/x/scores").is_dir()
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    prepare_output_dir("runs/y")
+    assert (tmp_path / "runs/y/scores").is_dir()
