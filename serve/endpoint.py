@@ -302,9 +302,17 @@ class JudgeEndpoint:
             self._previous_sigterm = None
 
 
-def check_port_free(host: str, port: Optional[int]) -> None:
-    """EndpointError when `port` is taken (None: a port is picked when the route is deployed)."""
-    if port is not None and not port_is_free(host, port):
+def check_port_free(host: str, port: Optional[int], wait_s: float = 10.0) -> None:
+    """EndpointError when `port` is taken (None: a port is picked when the route is deployed).
+
+    A run started straight after a killed one finds the port held for a second or two, until the
+    killed run's watchdog has ended its ingress: wait that long before calling the port taken."""
+    if port is None:
+        return
+    deadline = time.monotonic() + wait_s
+    while not port_is_free(host, port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not port_is_free(host, port):
         raise EndpointError(
             f"serve.port: {host}:{port} is already in use; pick another (serve.port=8001), leave serve.port unset "
             f"for a job's own route, or if a judgefleet route already runs there, use it with "

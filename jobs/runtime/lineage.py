@@ -46,6 +46,15 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 50
 
 
+def run_dir(out_dir: Location) -> str:
+    """Where the W&B run goes: the output dir, or with output on object storage $WANDB_DIR, else
+    the working directory. Named here, not left to W&B: its settings are read once per process,
+    so a WANDB_DIR set after an earlier run would be ignored."""
+    if storage.is_remote(out_dir):
+        return os.environ.get("WANDB_DIR") or os.getcwd()
+    return str(out_dir)
+
+
 def sha256_of(path: Location) -> str:
     """A dataset file's sha256, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -107,7 +116,7 @@ class Lineage:
         try:
             run = wandb.init(
                 project=project, job_type=job_type, name=name, config=config,
-                dir=None if storage.is_remote(out_dir) else str(out_dir), mode=mode, reinit="create_new",
+                dir=run_dir(out_dir), mode=mode, reinit="create_new",
                 # No console capture, system metrics, code or git snapshot: the job's own output stays as it is.
                 # No system metadata either: it records the command line, where `key=value` overrides
                 # may hold secrets that the config above has redacted.

@@ -50,6 +50,21 @@ def test_a_standing_route_or_a_joined_cluster_keeps_the_well_known_port(monkeypa
         explicit.check()
 
 
+def test_a_port_freed_within_seconds_is_waited_for_not_called_taken():
+    """A re-run straight after a killed run: the killed run's ingress holds the port until its
+    watchdog ends it, a second or two later."""
+    import threading
+
+    port = free_port()
+    holder = socket_on(port).__enter__()
+    threading.Timer(1.5, holder.__exit__).start()
+    started = time.monotonic()
+    endpoint.check_port_free("127.0.0.1", port)
+    assert 1.0 < time.monotonic() - started < 8
+    with socket_on(port), pytest.raises(EndpointError, match="already in use"):
+        endpoint.check_port_free("127.0.0.1", port, wait_s=1.0)
+
+
 class socket_on:
     def __init__(self, port):
         import socket
