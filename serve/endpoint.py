@@ -452,6 +452,13 @@ def process_tree_rss(pids) -> int:
     return tree_rss(pids)
 
 
+def process_tree_uss_pss(pids) -> dict:
+    """`serve.process_memory.tree_uss_pss` for jobs/: unique and proportional bytes of a process tree."""
+    from serve.process_memory import tree_uss_pss
+
+    return tree_uss_pss(pids)
+
+
 def quantize_ladder(source, types, out_dir, on_step=None) -> list:
     """`serve.quantize.ladder` for jobs/: one GGUF per llama.cpp type from a 16-bit GGUF (None: the
     bundled judge, expanded), as `LadderFile`s. A source or type the user can fix raises ValueError

@@ -15,39 +15,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Optional
 
-import psutil
-
-from serve.endpoint import process_tree_rss
-
-
-def tree_processes(pids: Iterable[int]) -> List[psutil.Process]:
-    """The processes `pids` and all their descendants, each once (those that are gone are skipped)."""
-    procs: Dict[int, psutil.Process] = {}
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            for proc in (root, *root.children(recursive=True)):
-                procs[proc.pid] = proc
-        except psutil.NoSuchProcess:
-            continue
-    return list(procs.values())
+from serve.endpoint import process_tree_rss, process_tree_uss_pss
 
 
 def tree_uss_pss(pids: Iterable[int]) -> Dict[str, int]:
-    """{"uss": bytes, "pss": bytes, "processes": n} summed over the tree of `pids`: no shared page
-    counted twice (psutil's `memory_full_info()`)."""
-    uss = pss = n = 0
-    for proc in tree_processes(pids):
-        try:
-            info = proc.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        uss += info.uss
-        pss += getattr(info, "pss", info.uss)  # PSS is Linux-only; elsewhere USS stands in
-        n += 1
-    return {"uss": uss, "pss": pss, "processes": n}
+    """{"uss": bytes, "pss": bytes, "processes": n} summed over the tree of `pids`."""
+    return process_tree_uss_pss(pids)
 
 
 class PeakMemory:
