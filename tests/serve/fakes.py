@@ -1,5 +1,5 @@
 """Fake pool members for the router's tests: real `MemberClient`s, so the router's own path runs,
-without Ray, HTTP or an engine."""
+without Ray, HTTP or an engine; and a fake engine for the replica's (`FakeEngine`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 from typing import Dict, List, Optional, Tuple
 
 from serve import wire
+from serve.config import ModelConfig
+from serve.engines.base import EngineInfo, GenerationRequest, GenerationResult, Sample
 from serve.pool import Member
 from serve.router import Reply, Router
 
@@ -71,3 +73,38 @@ async def complete(route: Router, headers: Optional[Dict[str, str]] = None, raw:
 def answered_by(reply: Reply) -> Optional[str]:
     lineage = wire.lineage_of(reply.body)
     return lineage.member if lineage else None
+
+
+class FakeEngine:
+    """An `Engine` that answers "ok" at once; tokens are the characters' code points."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.info = None
+        self.running = False
+
+    async def start(self) -> EngineInfo:
+        self.running = True
+        self.info = EngineInfo("fake", "fake.gguf", "cd" * 32, self.config.context_length)
+        return self.info
+
+    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
+        return ([1] if add_special else []) + [ord(c) for c in text]
+
+    def bos_text(self) -> str:
+        return "<bos>"
+
+    def eos_text(self) -> str:
+        return "<eos>"
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return GenerationResult([Sample("ok", "stop", 1)] * request.n, len(request.prompt_tokens))
+
+    def stats(self) -> dict:
+        return {"running": 0}
+
+    def healthy(self) -> bool:
+        return self.running
+
+    async def shutdown(self) -> None:
+        self.running = False

@@ -6,49 +6,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 from dataclasses import asdict
-from typing import List
 
 import pytest
 
 from serve import members, wire
 from serve.config import ENGINES, AutoscalingConfig, ModelConfig, ServeConfig
-from serve.engines.base import Engine, EngineInfo, GenerationRequest, GenerationResult, Sample
+from serve.engines.base import Engine
 from serve.errors import MemberFull, MemberGone
-
-
-class FakeEngine:
-    """An `Engine` that answers "ok" at once; tokens are the characters' code points."""
-
-    def __init__(self, config: ModelConfig):
-        self.config = config
-        self.info = None
-        self.running = False
-
-    async def start(self) -> EngineInfo:
-        self.running = True
-        self.info = EngineInfo("fake", "fake.gguf", "cd" * 32, self.config.context_length)
-        return self.info
-
-    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
-        return ([1] if add_special else []) + [ord(c) for c in text]
-
-    def bos_text(self) -> str:
-        return "<bos>"
-
-    def eos_text(self) -> str:
-        return "<eos>"
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return GenerationResult([Sample("ok", "stop", 1)] * request.n, len(request.prompt_tokens))
-
-    def stats(self) -> dict:
-        return {"running": 0}
-
-    def healthy(self) -> bool:
-        return self.running
-
-    async def shutdown(self) -> None:
-        self.running = False
+from tests.serve.fakes import FakeEngine
 
 
 def protocol_methods(protocol) -> set:

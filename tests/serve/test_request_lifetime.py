@@ -9,24 +9,22 @@ import asyncio
 import json
 import logging
 from dataclasses import asdict
-from typing import List
 
 import pytest
 
 from serve.config import ModelConfig
 from serve.engines.base import EngineInfo, GenerationRequest, GenerationResult, PromptTooLong, Sample
 from tests.conftest import free_port
-from tests.serve.fakes import FakeMember, member, router
+from tests.serve.fakes import FakeEngine, FakeMember, member, router
 
 
-class HeldEngine:
+class HeldEngine(FakeEngine):
     """An engine whose requests run until released; it counts what runs and what was cancelled,
     and refuses prompts holding the token 666 (as llama.cpp refuses ids past its vocabulary)."""
 
     def __init__(self, config: ModelConfig):
-        self.config = config
-        self.info = None
-        self.running = 0
+        super().__init__(config)
+        self.running = 0  # a count here, not the base's flag
         self.started = 0
         self.cancelled = 0
         self.release = asyncio.Event()
@@ -35,15 +33,6 @@ class HeldEngine:
     async def start(self) -> EngineInfo:
         self.info = EngineInfo("held", "held.gguf", "ef" * 32, self.config.context_length)
         return self.info
-
-    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
-        return ([1] if add_special else []) + [ord(c) for c in text]
-
-    def bos_text(self) -> str:
-        return "<bos>"
-
-    def eos_text(self) -> str:
-        return "<eos>"
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         if len(request.prompt_tokens) >= self.config.context_length:
