@@ -28,6 +28,10 @@ API_KEY_ENV = "JUDGEFLEET_API_KEY"
 BUNDLED_MODEL = "bundled:gemma3-270m-q4_k_m"
 BUNDLED_MODEL_ID = "gemma3-270m"
 
+# The least `parallel: 0` gives a llama.cpp replica (serve/engines/llamacpp.py: auto_parallel);
+# the route's limit on `n` for such a member. Here, not there: this module imports no engine.
+AUTO_PARALLEL_MIN = 8
+
 # Where a standing route listens when serve.port is not set.
 DEFAULT_PORT = 8000
 
@@ -54,7 +58,8 @@ class ModelConfig:
     model: str = BUNDLED_MODEL
     # Tokens of context per sequence (prompt + answer).
     context_length: int = 4096
-    # llama.cpp: sequences decoded together per replica. vllm: max_num_seqs.
+    # llama.cpp: sequences decoded together per replica; 0 = chosen by the replica from its node's
+    # cores and memory (serve/engines/llamacpp.py: auto_parallel). vllm: max_num_seqs.
     parallel: int = 4
     # llama.cpp: tokens evaluated per llama_decode call; bounds how long a prefill stalls decoding.
     batch_tokens: int = 512
@@ -164,8 +169,10 @@ def route_limits(cfg: Optional[ServeConfig] = None, model: Optional[str] = None)
         if m.id != model:
             continue
         key = f"serve.models.{i}"
-        if m.engine == "llama.cpp" and m.parallel < limits.n:
-            limits = replace(limits, n=m.parallel, n_key=f"{key}.parallel")
+        # parallel 0 is chosen on the node, never below AUTO_PARALLEL_MIN.
+        parallel = m.parallel or AUTO_PARALLEL_MIN
+        if m.engine == "llama.cpp" and parallel < limits.n:
+            limits = replace(limits, n=parallel, n_key=f"{key}.parallel")
         if limits.context_length is None or m.context_length < limits.context_length:
             limits = replace(limits, context_length=m.context_length, context_key=f"{key}.context_length")
     return limits
@@ -196,7 +203,10 @@ def validate_serve_config(cfg: ServeConfig) -> None:
         seen.add((m.id, name))
         if m.engine not in ENGINES:
             raise ValueError(f"{key}.engine: '{m.engine}' is not one of {', '.join(ENGINES)}")
-        for field_name in ("context_length", "parallel", "batch_tokens", "replicas", "max_ongoing_requests"):
+        if m.parallel < (0 if m.engine == "llama.cpp" else 1):
+            raise ValueError(f"{key}.parallel: must be at least 1" + (" (or 0: chosen from the node's cores)"
+                             if m.engine == "llama.cpp" else "") + f", got {m.parallel}")
+        for field_name in ("context_length", "batch_tokens", "replicas", "max_ongoing_requests"):
             if getattr(m, field_name) < 1:
                 raise ValueError(f"{key}.{field_name}: must be at least 1, got {getattr(m, field_name)}")
         if m.max_queued_requests < 0:

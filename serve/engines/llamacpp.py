@@ -11,9 +11,12 @@ import asyncio
 import ctypes
 import logging
 import os
-from typing import List
+from dataclasses import replace
+from typing import List, Mapping
 
-from serve.config import ModelConfig
+import psutil
+
+from serve.config import AUTO_PARALLEL_MIN, ModelConfig
 from serve.engines.base import EngineInfo, GenerationRequest, GenerationResult, PromptTooLong
 from serve.model_files import resolve_model_file
 
@@ -55,6 +58,42 @@ def _import_llama_cpp():
     return llama_cpp, _internals
 
 
+# `parallel: 0`: sequences decoded together, per core of the node. On CPU a decode step costs about
+# the same for 8 sequences as for 4 (the weights are read once a step), so throughput grows with
+# the batch until the cores are busy: on 2 cores, 16 vicuna-length sequences decode at ~145-160
+# tokens/s, 8 at ~115, 24 at ~155 (benchmarks/reports/engine_decode.md: python -m benchmarks.engine_decode).
+AUTO_SEQUENCES_PER_CORE = 8
+AUTO_PARALLEL_MAX = 64
+AUTO_KV_MEMORY_SHARE = 0.25  # of the node's available memory, at most, for the KV cache
+
+
+def node_cores() -> int:
+    """Cores this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def kv_bytes_per_token(metadata: Mapping[str, str]) -> int:
+    """Bytes of f16 K and V one token keeps, all layers, from the GGUF's metadata."""
+    arch = metadata.get("general.architecture", "")
+    get = lambda key, default: int(metadata.get(f"{arch}.{key}", default))  # noqa: E731
+    heads_kv = get("attention.head_count_kv", get("attention.head_count", 1))
+    embd = get("embedding_length", 0)
+    k = get("attention.key_length", embd // max(1, get("attention.head_count", 1)))
+    v = get("attention.value_length", k)
+    return get("block_count", 1) * heads_kv * (k + v) * 2
+
+
+def auto_parallel(cores: int, available_bytes: int, kv_bytes_per_slot: int, cache_slots: int) -> int:
+    """`parallel` for a node: AUTO_SEQUENCES_PER_CORE a core, within bounds, and fewer where
+    the KV of parallel + cache_slots sequences would take more than its share of memory."""
+    parallel = min(AUTO_PARALLEL_MAX, max(AUTO_PARALLEL_MIN, AUTO_SEQUENCES_PER_CORE * cores))
+    fits = int(available_bytes * AUTO_KV_MEMORY_SHARE) // max(1, kv_bytes_per_slot) - cache_slots
+    return max(1, min(parallel, fits))
+
+
 class LlamaCppEngine:
     backend = "llama.cpp"
 
@@ -73,12 +112,18 @@ class LlamaCppEngine:
 
         llama_cpp, internals = _import_llama_cpp()
         _route_native_logs(llama_cpp)
-        cfg = self.config
-        model_file = resolve_model_file(cfg.model)
-        threads = cfg.threads or os.cpu_count() or 1
+        model_file = resolve_model_file(self.config.model)
+        cores = node_cores()
+        threads = self.config.threads or cores
         mparams = internals.LlamaModel.default_params()
         mparams.n_gpu_layers = 0
         self._model = internals.LlamaModel(path_model=str(model_file.path), params=mparams, verbose=False)
+        if not self.config.parallel:  # 0: chosen here, on the node that runs it
+            kv_bytes = kv_bytes_per_token(self._model.metadata())
+            self.config = replace(self.config, parallel=auto_parallel(
+                cores, psutil.virtual_memory().available, kv_bytes * self.config.context_length, self.config.cache_slots))
+            log.info("llama.cpp: parallel chosen for %d cores: %d", cores, self.config.parallel)
+        cfg = self.config
         cparams = internals.LlamaContext.default_params()
         slots = cfg.parallel + cfg.cache_slots
         cparams.n_ctx = cfg.context_length * slots
@@ -89,8 +134,9 @@ class LlamaCppEngine:
         cparams.n_seq_max = slots
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        # One KV buffer shared by all sequences, so seq_cp shares cells instead of copying.
-        cparams.kv_unified = True
+        # A KV stream per slot: attention spans one sequence's cells, not every slot's (see
+        # BatchScheduler); a shared prefix is copied between streams.
+        cparams.kv_unified = False
         # Sliding-window layers must keep every position, or a cached prefix could not be
         # reused or shared (Gemma 3 uses a 512-token window in 5 of 6 layers).
         cparams.swa_full = True

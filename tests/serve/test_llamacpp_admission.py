@@ -39,3 +39,41 @@ def test_a_request_whose_admission_fails_fails_alone_and_the_engine_keeps_decodi
             await engine.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_samples_start_as_slots_free_up_and_late_ones_reuse_the_cached_prompt(bundled_model):
+    """parallel 4, a request of 3 long samples decoding: a second request of 3 must not wait for 3
+    free slots - its samples take the one free slot in turn, and the later ones start from the
+    prompt its first sample left in the cache (one token computed, not the prompt again)."""
+    from serve.engines.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(ModelConfig(parallel=4, context_length=512, batch_tokens=128, cache_slots=4, threads=2))
+
+    async def scenario():
+        await engine.start()
+        try:
+            long = GenerationRequest(engine.tokenize("Tell a long story about a lighthouse keeper."),
+                                     SamplingParams(max_tokens=120, temperature=1.0, seed=1), n=3)
+            short_text = "List three colours of the rainbow, unique prompt 5521:"
+            short = GenerationRequest(engine.tokenize(short_text), SamplingParams(max_tokens=6, temperature=1.0, seed=2), n=3)
+            first = asyncio.create_task(engine.generate(long))
+            while engine.stats()["busy_slots"] < 3:
+                await asyncio.sleep(0.01)
+            before = engine.stats()["prompt_tokens_evaluated"]
+            second = asyncio.create_task(engine.generate(short))
+            busy_seen = 0
+            while not second.done():
+                busy_seen = max(busy_seen, engine.stats()["busy_slots"])
+                await asyncio.sleep(0.01)
+            assert not first.done(), "the short request waited for the long one to free its slots"
+            result = await second
+            evaluated = engine.stats()["prompt_tokens_evaluated"] - before
+            assert busy_seen == 4
+            assert len(result.samples) == 3 and all(1 <= s.completion_tokens <= 6 for s in result.samples)
+            assert len({s.text for s in result.samples}) > 1  # each sample its own seed
+            assert evaluated <= len(short.prompt_tokens) + 2, f"{evaluated} prompt tokens computed"
+            assert len((await first).samples) == 3 and engine.stats()["busy_slots"] == 0
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(scenario())
