@@ -39,7 +39,7 @@ def test_quickstart_loads_with_the_documented_names():
         (["judge.mode=pairwise"], "judge.mode", "not one of absolute, relative"),
         (["judge.url=localhost:8000"], "judge.url", "not an http(s) URL"),
         (["judge.model=other"], "judge.model", "not one of the models under serve.models"),
-        (["serve.models.0.parallel=0"], "serve.models.0.parallel", "at least 1"),
+        (["serve.models.0.parallel=-1"], "serve.models.0.parallel", "at least 1"),
         (["serve.port=70000"], "serve.port", "not a TCP port"),
         (["dataset.limit"], "dataset.limit", "not key=value"),
     ],

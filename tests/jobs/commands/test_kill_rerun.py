@@ -25,7 +25,8 @@ ROWS = 6
 def score_command(out, port):
     # One row a batch (judge.max_in_flight=2) and a shard a row: a shard is on disk soon, rows remain.
     return [sys.executable, "-m", "jobs.cli", "score", "conf/quickstart.yaml", f"dataset.limit={ROWS}",
-            "sampling.num_samples=1", "sampling.max_tokens=16", "judge.max_in_flight=2", "output.shard_rows=1",
+            "sampling.num_samples=1", "sampling.max_tokens=64", "judge.max_in_flight=2", "output.shard_rows=1",
+            "serve.models.0.parallel=2",  # rows still left when the first shard lands (the engine got faster)
             f"serve.port={port}", f"output.dir={out}", "ray.num_cpus=6", "tracking.mode=offline"]
 
 
