@@ -23,21 +23,12 @@ from benchmarks.common import REPO, machine_description, write_report
 STEPS = 20
 
 
-def _context(model, internals, slots: int, unified: bool, threads: int):
-    params = internals.LlamaContext.default_params()
-    params.n_ctx = 2048 * slots
-    params.n_batch = params.n_ubatch = 512 + 2 * slots
-    params.n_seq_max = slots
-    params.n_threads = params.n_threads_batch = threads
-    params.kv_unified = unified
-    params.swa_full = True
-    params.no_perf = True
-    return internals.LlamaContext(model=model, params=params, verbose=False)
-
-
 def decode_rate(llama_cpp, internals, model, batch_size: int, context: int, unified: bool, threads: int) -> float:
     """Generated tokens/s of B sequences decoding together, each `context` tokens deep."""
-    ctx = _context(model, internals, max(16, batch_size), unified, threads)
+    from serve.engines.llamacpp import context_params
+
+    params = context_params(internals, 2048, batch_size, max(0, 16 - batch_size), 512, threads, unified)
+    ctx = internals.LlamaContext(model=model, params=params, verbose=False)
     batch = llama_cpp.llama_batch_init(512 + 2 * batch_size, 0, 1)
     try:
         def put(j, token, pos, seq, logits):

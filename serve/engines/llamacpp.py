@@ -94,6 +94,27 @@ def auto_parallel(cores: int, available_bytes: int, kv_bytes_per_slot: int, cach
     return max(1, min(parallel, fits))
 
 
+def context_params(internals, context_length: int, parallel: int, cache_slots: int, batch_tokens: int,
+                   threads: int, unified: bool = False):
+    """The llama context the engine runs (benchmarks/engine_decode.py measures it, `unified` too)."""
+    params = internals.LlamaContext.default_params()
+    slots = parallel + cache_slots
+    params.n_ctx = context_length * slots
+    # One llama_batch: a chunk of prompt plus a token per decoding sequence, short answers'
+    # sequences included (up to 2 x parallel, see BatchScheduler).
+    params.n_batch = params.n_ubatch = batch_tokens + 2 * parallel
+    params.n_seq_max = slots
+    params.n_threads = params.n_threads_batch = threads
+    # A KV stream per slot: attention spans one sequence's cells, not every slot's (see
+    # BatchScheduler); a shared prefix is copied between streams.
+    params.kv_unified = unified
+    # Sliding-window layers must keep every position, or a cached prefix could not be
+    # reused or shared (Gemma 3 uses a 512-token window in 5 of 6 layers).
+    params.swa_full = True
+    params.no_perf = True
+    return params
+
+
 class LlamaCppEngine:
     backend = "llama.cpp"
 
@@ -124,23 +145,7 @@ class LlamaCppEngine:
                 cores, psutil.virtual_memory().available, kv_bytes * self.config.context_length, self.config.cache_slots))
             log.info("llama.cpp: parallel chosen for %d cores: %d", cores, self.config.parallel)
         cfg = self.config
-        cparams = internals.LlamaContext.default_params()
-        slots = cfg.parallel + cfg.cache_slots
-        cparams.n_ctx = cfg.context_length * slots
-        # One llama_batch: a chunk of prompt plus a token per decoding sequence, short answers'
-        # sequences included (up to 2 x parallel, see BatchScheduler).
-        cparams.n_batch = cfg.batch_tokens + 2 * cfg.parallel
-        cparams.n_ubatch = cfg.batch_tokens + 2 * cfg.parallel
-        cparams.n_seq_max = slots
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        # A KV stream per slot: attention spans one sequence's cells, not every slot's (see
-        # BatchScheduler); a shared prefix is copied between streams.
-        cparams.kv_unified = False
-        # Sliding-window layers must keep every position, or a cached prefix could not be
-        # reused or shared (Gemma 3 uses a 512-token window in 5 of 6 layers).
-        cparams.swa_full = True
-        cparams.no_perf = True
+        cparams = context_params(internals, cfg.context_length, cfg.parallel, cfg.cache_slots, cfg.batch_tokens, threads)
         self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=False)
         self._scheduler = BatchScheduler(
             self._model,

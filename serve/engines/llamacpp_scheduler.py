@@ -234,8 +234,7 @@ class BatchScheduler:
         head = self._new_seq(job, primary, list(prompt[reuse:]), reuse)
         siblings = sorted((s for s in free if s != primary), key=lambda s: self._slot_used[s])[: take - 1]
         for slot in siblings:
-            self._seq_rm(slot, 0)
-            head.forks.append(self._new_seq(job, slot, [], 0))
+            self._add_fork(head, slot)
 
     def _admit_more(self, job: Job, free: List[int], take: int) -> None:
         """Samples of a job already decoding: they join its prefill if it is still running, or
@@ -244,12 +243,16 @@ class BatchScheduler:
         prompt = job.request.prompt_tokens
         for slot in sorted(free, key=lambda s: self._slot_used[s])[:take]:
             if head.prefilling and self._owner[head.slot] is head:
-                self._seq_rm(slot, 0)
-                head.forks.append(self._new_seq(job, slot, [], 0))
+                self._add_fork(head, slot)
                 continue
             source, reuse = self._longest_prefix(prompt)
             self._place(slot, source, reuse)
             self._new_seq(job, slot, list(prompt[reuse:]), reuse)
+
+    def _add_fork(self, head: _Seq, slot: int) -> None:
+        """A sample in `slot` that starts from `head`'s prompt once its prefill is computed."""
+        self._seq_rm(slot, 0)
+        head.forks.append(self._new_seq(head.job, slot, [], 0))
 
     def _longest_prefix(self, prompt: List[int]) -> tuple:
         """The slot caching the longest prefix of `prompt`, and how much of it to reuse (at least
@@ -265,7 +268,6 @@ class BatchScheduler:
         self._seq_rm(slot, 0)
         if reuse > 0:
             self._copy_prefix(source, slot, reuse)
-            self._slot_tokens[slot] = list(self._slot_tokens[source][:reuse])
 
     def _new_seq(self, job: Job, slot: int, pending: List[int], n_past: int) -> _Seq:
         params = job.request.params
@@ -349,7 +351,6 @@ class BatchScheduler:
         for j, seq in outputs:
             for fork in seq.forks:  # the prompt is in the KV now: share it with the siblings
                 self._copy_prefix(seq.slot, fork.slot, seq.n_past)
-                self._slot_tokens[fork.slot] = list(self._slot_tokens[seq.slot])
                 fork.n_past = seq.n_past
             group = [seq] + seq.forks
             seq.forks = []
@@ -455,9 +456,10 @@ class BatchScheduler:
 
         Each slot is its own KV stream, so a copy moves the whole stream (llama.cpp copies only
         full streams, at the start of the next llama_decode); the target then forgets what lies
-        past `n`."""
+        past `n`. Like `_seq_rm`, keeps `_slot_tokens` in step with the KV."""
         self._ll.llama_memory_seq_cp(self._mem, source, target, -1, -1)
         self._ll.llama_memory_seq_rm(self._mem, target, n, -1)
+        self._slot_tokens[target] = list(self._slot_tokens[source][:n])
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
