@@ -43,7 +43,8 @@ async def refresh_replicas_forever(pools: List[Pool], app_name: str) -> None:
                     info = deployments.get(member.deployment) if member.deployment else None
                     if info is not None:
                         states = {str(getattr(k, "value", k)): v for k, v in info.replica_states.items()}
-                        pool.set_replicas(member, states.get("RUNNING", 0))
+                        pool.set_replicas(member, states.get("RUNNING", 0),
+                                          states.get("STARTING", 0) + states.get("RECOVERING", 0))
         except Exception:  # noqa: BLE001 - keep routing on the last known state
             log.debug("could not refresh replica counts", exc_info=True)
         await asyncio.sleep(REFRESH_S)

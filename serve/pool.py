@@ -4,7 +4,9 @@ The ingress sends each request to the member with the most spare capacity - its 
 (running replicas x max_ongoing_requests) minus the requests this ingress has out to it - and
 never to a member that is down. A member is down while it has no running replica (as Serve's
 controller reports it) or for a moment after one of its replicas died under a request. When
-every member is full or down, the caller is told to come back later instead of queueing.
+every member is full or down, the caller is told to come back later instead of queueing. A down
+member is *coming back* while Serve starts a replica for it (or one just died, which Serve
+replaces): then the caller is told when to return, and a job waits instead of failing its rows.
 
 A member that may scale to zero (autoscaling min_replicas 0) and has no replica is *cold*, not
 down: it is the last resort, sent a request only when no running member can take it. Serve then
@@ -50,6 +52,7 @@ class Member:
     max_queued: int
     context_length: int = 0
     replicas: int = 1  # running replicas, refreshed from the controller
+    starting: int = 0  # replicas Serve is starting (a replacement, a scale-up), from the controller
     outstanding: int = 0  # requests this ingress has out to the member
     down_until: float = 0.0
     served: int = 0
@@ -81,6 +84,11 @@ class Member:
     def is_cold(self, now: float) -> bool:
         return self.scales_to_zero and self.replicas == 0 and now >= self.down_until
 
+    def is_coming_back(self, now: float) -> bool:
+        """Down, but Serve is starting a replica for it, or one of its replicas died just now
+        (Serve replaces it). An external server that failed is not: nothing restarts it."""
+        return self.starting > 0 or (self.deployment is not None and self.replicas > 0 and now < self.down_until)
+
     def can_answer(self, now: float) -> bool:
         """Up or cold, with a known replica count: ready to be sent a request (if it has room)."""
         return self.reported and (not self.is_down(now) or self.is_cold(now))
@@ -105,9 +113,12 @@ class Pool:
                 + sorted(cold, key=lambda m: (m.outstanding, m.served)))
 
     def state(self) -> str:
-        """'full' when some member is up (or cold) but none can take a request now, else 'down'."""
+        """'full' when some member is up (or cold) but none can take a request now; else
+        'starting' when some member is coming back, else 'down'."""
         now = self.clock()
-        return "full" if any(not m.is_down(now) or m.is_cold(now) for m in self.members) else "down"
+        if any(not m.is_down(now) or m.is_cold(now) for m in self.members):
+            return "full"
+        return "starting" if any(m.is_coming_back(now) for m in self.members) else "down"
 
     def ready(self) -> bool:
         """Some member can answer (readiness): up or cold, as the controller reported it."""
@@ -135,11 +146,12 @@ class Pool:
         """Skip the member for `seconds` (it is busy, not broken: it is not counted as failed)."""
         member.paused_until = max(member.paused_until, self.clock() + seconds)
 
-    def set_replicas(self, member: Member, running: int) -> None:
-        """The controller's count of running replicas; a member back with replicas is up again."""
+    def set_replicas(self, member: Member, running: int, starting: int = 0) -> None:
+        """The controller's count of running (and starting) replicas; a member back with replicas
+        is up again."""
         if running > 0 and member.replicas == 0:
             member.down_until = 0.0
-        member.replicas = running
+        member.replicas, member.starting = running, starting
         member.reported = True
 
     def snapshot(self) -> List[MemberState]:

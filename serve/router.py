@@ -6,7 +6,9 @@ picks the pool member with the most spare capacity, and forwards the body. A fau
 itself is a 500 with an error id, never exception text (`serve.errors.internal_error`).
 A member whose replica dies under the request is marked down and the request goes to the next
 member, so no request is lost to a dying replica. When every member is at its bounds the answer
-is a quick 429 with Retry-After (503 when none is up): callers slow down instead of piling up.
+is a quick 429 with Retry-After: callers slow down instead of piling up. When none is up it is a
+503 - with Retry-After while Serve is starting a replica (a job waits for it), without when none
+is coming back (a job's retries end soon).
 Lineage also goes into response headers for clients that drop extra fields (`serve.wire`).
 
 Members are reached through `serve.pool.MemberClient`, whatever their engine, so this module is
@@ -147,14 +149,15 @@ class Router:
             return _answer(reply)
         if pinned and pool.member(pinned) is None:
             return _error(404, f"'{model_id}' has no member '{pinned[:100]}'", code="member_not_found")
-        full = pool.state() == "full"
+        state = pool.state()
+        if state == "down":  # nothing is coming back: retrying soon would only meet this again
+            return _error(503, f"every member of '{model_id}' is down and none is starting: see GET /pools"
+                               " and the replicas' logs (Serve's dashboard, /tmp/ray/session_latest/logs/serve)")
         # Members that asked for a pause say when to come back; asking sooner only meets another 429.
         retry = str(max(int(self._retry_after), math.ceil(pool.pause_left())))
-        return _error(
-            429 if full else 503,
-            f"every member of '{model_id}' is {'at its request bound' if full else 'down'}; retry after {retry} s",
-            headers={"Retry-After": retry},
-        )
+        why = "at its request bound" if state == "full" else "down; a replica is starting"
+        return _error(429 if state == "full" else 503, f"every member of '{model_id}' is {why}; retry after {retry} s",
+                      headers={"Retry-After": retry})
 
     async def _states(self, pool: Pool) -> List[wire.MemberState]:
         """Each member's routing state, with engine statistics from one of its replicas."""

@@ -11,9 +11,10 @@ Transient failures (connection errors, timeouts, 408, 429, 5xx) are retried with
 backoff and full jitter, waiting at least what a `Retry-After` header asks - up to
 `RETRY_AFTER_MAX_S` (`retry_after_max_s`): a server may ask for an hour, and a job that obeyed
 would sit idle with its rows unscored. Other 4xx answers
-are the request's fault and are not retried. A 429 ("slow down": every judge is busy) does not
-use up a retry: the client keeps backing off until `patience_s` has passed, so a saturated route
-slows a job down instead of failing its rows. `max_in_flight` bounds the requests this client has
+are the request's fault and are not retried. A 429 ("slow down": every judge is busy) and a 503
+with Retry-After ("down for now, back then": the route while Serve replaces a dead replica, a
+server loading its model) do not use up a retry: the client keeps backing off until `patience_s`
+has passed, so a saturated or recovering route slows a job down instead of failing its rows. `max_in_flight` bounds the requests this client has
 out at once; a request waiting out its backoff does not hold a slot. Waiting requests get a free
 slot in `priority` order (lowest first): a row that started earlier finishes before new rows
 start, so its verdict step still finds its feedback in the judge's cache.
@@ -177,7 +178,8 @@ class OpenAIClient:
                         raise ApiError(problem, status, attempt, retryable=False,
                                        reason=status_reason(status, wire.error_code(text)))
                     wait_hint = retry_after_s(response_headers.get("retry-after"), self.retry_after_max_s)
-                    if status == 429 and time.monotonic() < deadline:
+                    told_to_wait = status == 429 or (status == 503 and wait_hint is not None)
+                    if told_to_wait and time.monotonic() < deadline:
                         throttled += 1
                         attempt -= 1  # being asked to wait is not a failure
                         # Come back when told (spread a little so callers do not return in step).

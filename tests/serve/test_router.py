@@ -95,14 +95,32 @@ def test_a_gone_member_is_marked_down_and_the_next_member_answers():
     assert len(a.calls) == 1
 
 
-def test_every_member_down_is_503_with_retry_after():
+def test_every_member_down_is_503_with_retry_after_while_serve_replaces_them():
     route, (a, ma), (b, mb) = two_members()
     a.failure = b.failure = MemberGone("unreachable")
-    reply = run(complete(route))
-    assert_openai_error(reply, 503, "is down")
+    reply = run(complete(route))  # their replicas died just now: Serve replaces them
+    assert_openai_error(reply, 503, "a replica is starting")
     assert reply.headers["Retry-After"] == "3"
     assert run(complete(route)).status == 503  # and stays so, without calling them again
     assert len(a.calls) == len(b.calls) == 1
+    pool = route.pools[MODEL]
+    pool.set_replicas(ma, 0, starting=1)  # the controller: a, no replica running, one starting
+    pool.set_replicas(mb, 0)
+    assert run(complete(route)).headers["Retry-After"] == "3"
+    pool.set_replicas(ma, 0)  # nothing is coming back: no time to come back at
+    reply = run(complete(route))
+    assert_openai_error(reply, 503, "none is starting")
+    assert "Retry-After" not in reply.headers
+
+
+def test_an_external_member_that_failed_is_not_coming_back_on_its_own():
+    route, (a, ma), (b, mb) = two_members()
+    ma.deployment = None  # an external server: nothing restarts it
+    route.pools[MODEL].members.remove(mb)
+    a.failure = MemberGone("unreachable")
+    reply = run(complete(route))
+    assert_openai_error(reply, 503, "none is starting")
+    assert "Retry-After" not in reply.headers
 
 
 def test_a_member_bug_is_an_openai_shaped_500_and_not_a_down_member():

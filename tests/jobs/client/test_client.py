@@ -45,6 +45,23 @@ def test_retries_run_out_with_a_clear_error(stub):
     assert stub.stats.requests == 3
 
 
+def test_a_503_with_retry_after_waits_without_using_up_retries_until_patience_runs_out(stub):
+    # The route while Serve replaces its only replica: "down; back in 1 s", for longer than the retries last.
+    stub.behaviour.fail_first, stub.behaviour.fail_status, stub.behaviour.retry_after = 4, 503, "0"
+    answer, _ = post(OpenAIClient(stub.url, max_retries=1, backoff_s=0.001, retry_after_max_s=0.05))
+    assert answer["choices"] and stub.stats.requests == 5
+    stub.behaviour.fail_first, stub.stats.requests = 1000, 0
+    started = time.perf_counter()
+    with pytest.raises(ApiError, match="HTTP 503") as err:  # ... but not for ever: patience bounds it
+        post(OpenAIClient(stub.url, max_retries=1, backoff_s=0.001, retry_after_max_s=0.05, patience_s=0.5))
+    assert 0.5 <= time.perf_counter() - started < 5 and err.value.reason is Reason.JUDGE_ERROR
+    # Without Retry-After a 503 is a failure like a 500: the retries end it.
+    stub.behaviour.retry_after, stub.stats.requests = None, 0
+    with pytest.raises(ApiError, match="after 2 attempts"):
+        post(OpenAIClient(stub.url, max_retries=1, backoff_s=0.001))
+    assert stub.stats.requests == 2
+
+
 def test_client_errors_are_not_retried(stub):
     stub.behaviour.fail_first, stub.behaviour.fail_status = 100, 400
     with pytest.raises(ApiError) as err:
