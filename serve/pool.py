@@ -125,6 +125,11 @@ class Pool:
         now = self.clock()
         return any(m.can_answer(now) for m in self.members)
 
+    def settled(self) -> bool:
+        """Every member reported, up (or cold) and not starting a replica: nothing about to change."""
+        now = self.clock()
+        return all(m.reported and m.starting == 0 and (not m.is_down(now) or m.is_cold(now)) for m in self.members)
+
     def context_length(self) -> int:
         """The smallest context of its members (0: none stated): what any request must fit."""
         return min((m.context_length for m in self.members if m.context_length > 0), default=0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Union
@@ -116,6 +117,10 @@ class BatchScheduler:
         self._pieces: Dict[int, bytes] = {}
         self.prompt_tokens_evaluated = 0  # prompt tokens actually computed (cache hits excluded)
         self.decode_steps = 0
+        # Seconds in llama_decode, and in whole steps (decode + sampling + bookkeeping): with the
+        # replica's uptime they say how busy the engine is and what the Python around it costs.
+        self.decode_s = 0.0
+        self.step_s = 0.0
 
     # -- called from other threads -------------------------------------------------------
     def start(self) -> None:
@@ -135,7 +140,7 @@ class BatchScheduler:
             job.cancelled = True
             self._cv.notify()
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> Dict[str, float]:
         with self._cv:
             return {
                 "waiting_requests": len(self._pending),
@@ -144,6 +149,8 @@ class BatchScheduler:
                 "cache_slots": self.slots - self.parallel,
                 "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
                 "decode_steps": self.decode_steps,
+                "decode_s": round(self.decode_s, 3),
+                "step_s": round(self.step_s, 3),
             }
 
     def stop(self) -> None:
@@ -172,12 +179,14 @@ class BatchScheduler:
                     self._pending.popleft()
             if not self._active():
                 continue
+            started = time.perf_counter()
             try:
                 self._step()
             except Exception as e:  # an engine failure fails the requests in flight, not the replica
                 log.exception("llama.cpp decode failed")
                 for job in {s.job for s in self._active()}:
                     self._fail(job, e)
+            self.step_s += time.perf_counter() - started
         for job in list(self._pending) + [s.job for s in self._active()]:
             self._fail(job, RuntimeError("the engine shut down"))
 
@@ -344,7 +353,9 @@ class BatchScheduler:
             self._slot_tokens[seq.slot].extend(chunk)
         if batch.n_tokens == 0:
             return
+        started = time.perf_counter()
         rc = self._ll.llama_decode(self._ctx.ctx, batch)
+        self.decode_s += time.perf_counter() - started
         self.decode_steps += 1
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")

@@ -56,3 +56,22 @@ def test_no_running_replica_means_down_until_the_controller_reports_one():
     states = pool.snapshot()
     assert [(s.name, s.engine, s.capacity, s.down) for s in states] == [
         ("gpu-vllm", "vllm", 24, False), ("cpu-llamacpp", "llama.cpp", 2, False)]
+
+
+def test_a_pool_is_settled_only_while_every_member_is_up_and_none_is_starting():
+    pool, gpu, cpu, clock = make_pool(down_s=5)
+    assert pool.settled()
+    pool.mark_down(cpu)  # died under a request: the controller will report what Serve does next
+    assert not pool.settled() and pool.state() == "full"
+    pool.set_replicas(cpu, 0, starting=1)
+    pool.set_replicas(gpu, 0)
+    assert not pool.settled() and pool.state() == "starting"  # a replacement is on its way
+    pool.set_replicas(cpu, 0)
+    assert pool.state() == "down"  # ... and now nothing is
+    pool.set_replicas(cpu, 1)
+    pool.set_replicas(gpu, 2, starting=1)  # up, and scaling up: a new replica is used once it runs
+    assert not pool.settled()
+    pool.set_replicas(gpu, 3)
+    assert pool.settled()
+    gpu.reported = False  # the controller has not answered yet
+    assert not pool.settled()
