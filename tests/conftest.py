@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,13 @@ VICUNA = SHARED / "data" / "prometheus" / "vicuna_eval.json"
 HHH = SHARED / "data" / "prometheus" / "hhh_alignment_eval.json"
 QUICKSTART = REPO / "conf" / "quickstart.yaml"
 QUICKSTART_DATA = REPO / "conf" / "data" / "quickstart.jsonl"
+
+
+def ctrl_c_reaches_it() -> None:
+    """A `preexec_fn` for a child the test will Ctrl-C (SIGINT): a shell starts background jobs
+    with SIGINT ignored, and a child inherits that - so a suite run with `&` (or nohup) would see
+    a process that Ctrl-C cannot stop. In a terminal's foreground it is already so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, ctrl_c_reaches_it, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +143,8 @@ def test_job_uses_a_route_already_deployed_on_the_cluster(dev_cluster, tmp_path)
     route_log = tmp_path / "serve.log"
     with open(route_log, "w") as log_file:  # a file, not a pipe nobody reads once it is up
         route = subprocess.Popen(["judgefleet", "serve", CONFIG, f"serve.port={port}"], cwd=REPO, env=dev_cluster.env,
-                                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=ctrl_c_reaches_it)
     try:
         deadline = time.monotonic() + 300
         while "judge route ready" not in route_log.read_text():

@@ -15,7 +15,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, ctrl_c_reaches_it, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +26,13 @@ def score_command(out, port):
     # One row a batch (judge.max_in_flight=2) and a shard a row: a shard is on disk soon, rows remain.
     return [sys.executable, "-m", "jobs.cli", "score", "conf/quickstart.yaml", f"dataset.limit={ROWS}",
             "sampling.num_samples=1", "sampling.max_tokens=64", "judge.max_in_flight=2", "output.shard_rows=1",
-            "serve.models.0.parallel=2",  # rows still left when the first shard lands (the engine got faster)
+            "serve.models.0.parallel=2",  # rows still left when the first shard lands
             f"serve.port={port}", f"output.dir={out}", "ray.num_cpus=6", "tracking.mode=offline"]
 
 
 def start(out, port):
     return subprocess.Popen(score_command(out, port), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=ctrl_c_reaches_it)
 
 
 def wait_for(condition, timeout_s, driver):
