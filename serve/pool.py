@@ -84,6 +84,10 @@ class Member:
     def is_cold(self, now: float) -> bool:
         return self.scales_to_zero and self.replicas == 0 and now >= self.down_until
 
+    def is_live(self, now: float) -> bool:
+        """Up, or cold (a request wakes it): not down."""
+        return not self.is_down(now) or self.is_cold(now)
+
     def is_coming_back(self, now: float) -> bool:
         """Down, but Serve is starting a replica for it, or one of its replicas died just now
         (Serve replaces it). An external server that failed is not: nothing restarts it."""
@@ -91,7 +95,7 @@ class Member:
 
     def can_answer(self, now: float) -> bool:
         """Up or cold, with a known replica count: ready to be sent a request (if it has room)."""
-        return self.reported and (not self.is_down(now) or self.is_cold(now))
+        return self.reported and self.is_live(now)
 
 
 @dataclass
@@ -116,7 +120,7 @@ class Pool:
         """'full' when some member is up (or cold) but none can take a request now; else
         'starting' when some member is coming back, else 'down'."""
         now = self.clock()
-        if any(not m.is_down(now) or m.is_cold(now) for m in self.members):
+        if any(m.is_live(now) for m in self.members):
             return "full"
         return "starting" if any(m.is_coming_back(now) for m in self.members) else "down"
 
@@ -128,7 +132,7 @@ class Pool:
     def settled(self) -> bool:
         """Every member reported, up (or cold) and not starting a replica: nothing about to change."""
         now = self.clock()
-        return all(m.reported and m.starting == 0 and (not m.is_down(now) or m.is_cold(now)) for m in self.members)
+        return all(m.can_answer(now) and m.starting == 0 for m in self.members)
 
     def context_length(self) -> int:
         """The smallest context of its members (0: none stated): what any request must fit."""
@@ -138,7 +142,7 @@ class Pool:
         """Seconds until a member may be asked again when every live member asked for a pause
         (0 when some live member did not: it may have room again any moment)."""
         now = self.clock()
-        live = [m for m in self.members if not m.is_down(now) or m.is_cold(now)]
+        live = [m for m in self.members if m.is_live(now)]
         if not live or any(m.paused_until <= now for m in live):
             return 0.0
         return min(m.paused_until - now for m in live)
@@ -163,7 +167,7 @@ class Pool:
         now = self.clock()
         return [
             MemberState(name=m.name, engine=m.engine, replicas=m.replicas, capacity=m.capacity,
-                        outstanding=m.outstanding, down=m.is_down(now) and not m.is_cold(now), served=m.served,
+                        outstanding=m.outstanding, down=not m.is_live(now), served=m.served,
                         failed=m.failed, cold=m.is_cold(now))
             for m in self.members
         ]

@@ -14,10 +14,11 @@ would sit idle with its rows unscored. Other 4xx answers
 are the request's fault and are not retried. A 429 ("slow down": every judge is busy) and a 503
 with Retry-After ("down for now, back then": the route while Serve replaces a dead replica, a
 server loading its model) do not use up a retry: the client keeps backing off until `patience_s`
-has passed, so a saturated or recovering route slows a job down instead of failing its rows. `max_in_flight` bounds the requests this client has
-out at once; a request waiting out its backoff does not hold a slot. Waiting requests get a free
-slot in `priority` order (lowest first): a row that started earlier finishes before new rows
-start, so its verdict step still finds its feedback in the judge's cache.
+has passed, so a saturated or recovering route slows a job down instead of failing its rows.
+`max_in_flight` bounds the requests this client has out at once; a request waiting out its
+backoff does not hold a slot. Waiting requests get a free slot in `priority` order (lowest
+first): a row that started earlier finishes before new rows start, so its verdict step still
+finds its feedback in the judge's cache.
 """
 
 from __future__ import annotations
