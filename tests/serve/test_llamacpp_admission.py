@@ -77,3 +77,61 @@ def test_samples_start_as_slots_free_up_and_late_ones_reuse_the_cached_prompt(bu
             await engine.shutdown()
 
     asyncio.run(scenario())
+
+
+class _RecordingLlama:
+    """llama_cpp with each llama_decode's sequence ids recorded, in batch order."""
+
+    def __init__(self, ll):
+        self._ll = ll
+        self.steps = []
+
+    def __getattr__(self, name):
+        return getattr(self._ll, name)
+
+    def llama_decode(self, ctx, batch):
+        self.steps.append([batch.seq_id[j][0] for j in range(batch.n_tokens)])
+        return self._ll.llama_decode(ctx, batch)
+
+
+def test_a_new_sequence_decodes_next_to_the_others_and_the_cache_it_displaces_survives(bundled_model):
+    """llama.cpp puts only consecutive sequence ids into one pass over the weights: a sequence
+    placed in a far slot costs a second pass every step. A long sample decodes in slot 0, a short
+    one finishes in slot 1: a third request must decode in slot 1 beside slot 0 - not in an empty
+    cache slot - and the feedback that slot 1 cached must still serve its verdict step."""
+    from serve.engines.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(ModelConfig(parallel=2, context_length=512, batch_tokens=128, cache_slots=2, threads=2))
+
+    async def scenario():
+        await engine.start()
+        try:
+            recording = _RecordingLlama(engine._scheduler._ll)
+            engine._scheduler._ll = recording
+
+            def request(text, max_tokens, **params):
+                return GenerationRequest(engine.tokenize(text), SamplingParams(max_tokens=max_tokens, temperature=0, **params),
+                                         prompt_text=text)
+
+            long = asyncio.create_task(engine.generate(request("Tell a long story about a lighthouse keeper.", 200)))
+            while engine.stats()["busy_slots"] < 1:
+                await asyncio.sleep(0.01)
+            short_prompt = "###Task: grade this answer about tides. " * 4 + "###Feedback: "
+            short = await engine.generate(request(short_prompt, 6))
+            recording.steps.clear()
+            third = await engine.generate(request("List three colours of the rainbow, unique prompt 8812:", 6))
+            assert not long.done(), "the long sample finished first: the scenario needs it decoding"
+            together = [sorted(set(step)) for step in recording.steps if len(set(step)) == 2]
+            assert together and all(ids == [0, 1] for ids in together), recording.steps
+
+            before = engine.stats()["prompt_tokens_evaluated"]
+            verdict_text = short_prompt + short.samples[0].text + " [RESULT] "
+            verdict = await engine.generate(request(verdict_text, 1, choices=["1", "2", "3", "4", "5"]))
+            evaluated = engine.stats()["prompt_tokens_evaluated"] - before
+            assert evaluated <= 8, f"{evaluated} prompt tokens computed: the displaced feedback was lost"
+            assert verdict.samples[0].text in {"1", "2", "3", "4", "5"} and len(third.samples) == 1
+            await long
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(scenario())
