@@ -264,9 +264,10 @@ class BatchScheduler:
 
     def _claim(self, free: List[int], source: int = -1, reuse: int = 0) -> int:
         """The lowest free slot, for a new sequence that starts from `reuse` tokens of `source`'s
-        cache (see "Why the lowest free slot"). What the slot caches moves first to the free slot
-        idle longest (not `source`), unless the sequence continues it (a verdict step after its
-        feedback) or it is the oldest: the cache given up is the least recently used either way."""
+        cache (why: the module's "Why a new sequence takes the lowest free slot"). What the slot
+        caches moves first to the free slot idle longest (not `source`), unless the sequence
+        continues it (a verdict step after its feedback) or it is the oldest: the cache given up
+        is the least recently used either way."""
         lane = min(free)
         free.remove(lane)
         cached = self._slot_tokens[lane]
