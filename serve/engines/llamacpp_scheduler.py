@@ -485,11 +485,13 @@ class BatchScheduler:
         del self._slot_tokens[slot][start:]
 
     def _copy_prefix(self, source: int, target: int, n: int) -> None:
-        """The first `n` positions of slot `source`'s KV into slot `target` (empty).
+        """The first `n` positions of slot `source`'s KV into slot `target`, replacing what
+        `target` held.
 
         Each slot is its own KV stream, so a copy moves the whole stream (llama.cpp copies only
-        full streams, at the start of the next llama_decode); the target then forgets what lies
-        past `n`. Like `_seq_rm`, keeps `_slot_tokens` in step with the KV."""
+        full streams, in the order asked, at the start of the next llama_decode - so `_claim` can
+        move a slot's cache aside and then fill the slot in the same admission); the target then
+        forgets what lies past `n`. Like `_seq_rm`, keeps `_slot_tokens` in step with the KV."""
         self._ll.llama_memory_seq_cp(self._mem, source, target, -1, -1)
         self._ll.llama_memory_seq_rm(self._mem, target, n, -1)
         self._slot_tokens[target] = list(self._slot_tokens[source][:n])
