@@ -7,6 +7,7 @@ import pytest
 
 from serve.config import ModelConfig
 from serve.engines.base import GenerationRequest, SamplingParams
+from tests.serve.llama_checks import RecordingLlama, assert_same_within_kernel_rounding
 
 pytestmark = pytest.mark.integration
 
@@ -79,21 +80,6 @@ def test_samples_start_as_slots_free_up_and_late_ones_reuse_the_cached_prompt(bu
     asyncio.run(scenario())
 
 
-class _RecordingLlama:
-    """llama_cpp with each llama_decode's sequence ids recorded, in batch order."""
-
-    def __init__(self, ll):
-        self._ll = ll
-        self.steps = []
-
-    def __getattr__(self, name):
-        return getattr(self._ll, name)
-
-    def llama_decode(self, ctx, batch):
-        self.steps.append([batch.seq_id[j][0] for j in range(batch.n_tokens)])
-        return self._ll.llama_decode(ctx, batch)
-
-
 def test_a_new_sequence_decodes_next_to_the_others_and_the_cache_it_displaces_survives(bundled_model):
     """llama.cpp puts only consecutive sequence ids into one pass over the weights: a sequence
     placed in a far slot costs a second pass every step. A long sample decodes in slot 0, a short
@@ -106,7 +92,7 @@ def test_a_new_sequence_decodes_next_to_the_others_and_the_cache_it_displaces_su
     async def scenario():
         await engine.start()
         try:
-            recording = _RecordingLlama(engine._scheduler._ll)
+            recording = RecordingLlama(engine._scheduler._ll)
             engine._scheduler._ll = recording
 
             def request(text, max_tokens, **params):
@@ -135,3 +121,49 @@ def test_a_new_sequence_decodes_next_to_the_others_and_the_cache_it_displaces_su
             await engine.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_a_sequence_beyond_a_finished_one_moves_down_and_goes_on_as_it_would_alone(bundled_model):
+    """Samples decode in slots 0, 1 and 2 and the one in slot 1 finishes first, with nothing
+    waiting to take its place: the gap would cost a second pass over the weights every step, so
+    the sample in slot 2 moves into slot 1 (its KV copied) - and its continuation is still its own,
+    as it decodes alone in a fresh engine, within llama.cpp's kernel rounding."""
+    from serve.engines.llamacpp import LlamaCppEngine
+
+    prompt = "Explain how a lighthouse keeper trims the lamp, step by step:"
+    config = ModelConfig(parallel=3, context_length=512, batch_tokens=128, cache_slots=1, threads=2)
+
+    def request(engine, text, max_tokens):
+        return GenerationRequest(engine.tokenize(text), SamplingParams(max_tokens=max_tokens, temperature=0, logprobs=2),
+                                 prompt_text=text)
+
+    async def alone():
+        engine = LlamaCppEngine(config)
+        await engine.start()
+        try:
+            return (await engine.generate(request(engine, prompt, 40))).samples[0]
+        finally:
+            await engine.shutdown()
+
+    async def beside_others():
+        engine = LlamaCppEngine(config)
+        await engine.start()
+        try:
+            recording = RecordingLlama(engine._scheduler._ll)
+            engine._scheduler._ll = recording
+            started = []
+            for text, max_tokens in (("Tell a long story about a storm at sea.", 60),
+                                     ("Name one colour:", 4), (prompt, 40)):
+                started.append(asyncio.create_task(engine.generate(request(engine, text, max_tokens))))
+                while engine.stats()["busy_slots"] < len(started):  # each takes the next slot
+                    await asyncio.sleep(0.005)
+            first, short, moved = await asyncio.gather(*started)
+            return recording.steps, first, moved.samples[0]
+        finally:
+            await engine.shutdown()
+
+    steps, first, moved = asyncio.run(beside_others())
+    assert first.samples[0].completion_tokens == 60 and moved.completion_tokens == 40
+    after_short = [sorted(set(step)) for step in steps if len(set(step)) == 2]
+    assert after_short and all(ids == [0, 1] for ids in after_short), steps
+    assert_same_within_kernel_rounding(asyncio.run(alone()).logprobs, moved.logprobs)
