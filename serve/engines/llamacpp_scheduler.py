@@ -429,11 +429,13 @@ class BatchScheduler:
                 free = [s for s in range(self.slots) if self._owner[s] is None]
                 self._move_aside(hole, [s for s in free if s != hole])
             self._copy_prefix(was, hole, len(self._slot_tokens[was]))
+            # What `was` held lives on in `hole`: forget it (metadata only - the copy queued above
+            # still reads the KV), so that it is the first place a cache moves aside to.
+            self._seq_rm(was, 0)
+            self._slot_used[was], self._slot_used[hole] = -1, self.decode_steps
             top.slot, self._owner[hole], self._owner[was] = hole, top, waiting
-            self._slot_used[hole] = self._slot_used[was] = self.decode_steps
             if waiting is not None:
                 waiting.slot = was
-                self._seq_rm(was, 0)  # metadata only: the queued copy still reads the old KV
 
     def _is_hole(self, slot: int) -> bool:
         owner = self._owner[slot]
