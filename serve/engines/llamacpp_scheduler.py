@@ -276,16 +276,19 @@ class BatchScheduler:
             self._move_aside(lane, [s for s in free if s != source])
         return lane
 
-    def _move_aside(self, slot: int, spare: List[int]) -> None:
+    def _move_aside(self, slot: int, spare: List[int]) -> bool:
         """What `slot` caches, into the slot of `spare` idle longest, if that one is older: the
-        cache given up is the least recently used either way."""
+        cache given up is the least recently used either way. False if `slot`'s own cache is the
+        one given up (it caches something and no spare slot is older)."""
         cached = self._slot_tokens[slot]
-        if not cached or not spare:
-            return
-        oldest = min(spare, key=lambda s: self._slot_used[s])
-        if self._slot_used[oldest] < self._slot_used[slot]:
-            self._copy_prefix(slot, oldest, len(cached))
-            self._slot_used[oldest] = self._slot_used[slot]
+        if not cached:
+            return True
+        oldest = min(spare, key=lambda s: self._slot_used[s], default=None)
+        if oldest is None or self._slot_used[oldest] >= self._slot_used[slot]:
+            return False
+        self._copy_prefix(slot, oldest, len(cached))
+        self._slot_used[oldest] = self._slot_used[slot]
+        return True
 
     def _add_fork(self, head: _Seq, slot: int) -> None:
         """A sample in `slot` that starts from `head`'s prompt once its prefill is computed."""
@@ -415,19 +418,13 @@ class BatchScheduler:
         module's "Why a new sequence takes the lowest free slot"). Sequences finishing leave such
         gaps, and new ones do not always come to fill them: at a job's end the last sequences
         decoded in 2-5 runs for a hundred steps (16 vicuna rows), at 160-180 ms a step against 107
-        as one run, where a move is one stream copy. A hole is a free slot - what it caches moves
-        aside as in `_claim` - or a sample waiting for its head's prefill, which holds no KV yet
-        and takes the slot given up instead."""
+        as one run, where a move is one stream copy. Which slots it moves into: `_make_room`."""
         while True:
             top = max(feeding, key=lambda s: s.slot)
-            feeding_slots = {s.slot for s in feeding}
-            hole = next((s for s in range(top.slot) if s not in feeding_slots and self._is_hole(s)), None)
+            hole = next((s for s in range(top.slot) if self._make_room(s, top, feeding)), None)
             if hole is None:
                 return
             was, waiting = top.slot, self._owner[hole]
-            if waiting is None:
-                free = [s for s in range(self.slots) if self._owner[s] is None]
-                self._move_aside(hole, [s for s in free if s != hole])
             self._copy_prefix(was, hole, len(self._slot_tokens[was]))
             # What `was` held lives on in `hole`: forget it (metadata only - the copy queued above
             # still reads the KV), so that it is the first place a cache moves aside to.
@@ -437,9 +434,17 @@ class BatchScheduler:
             if waiting is not None:
                 waiting.slot = was
 
-    def _is_hole(self, slot: int) -> bool:
+    def _make_room(self, slot: int, top: _Seq, feeding: Dict[_Seq, int]) -> bool:
+        """Ready `slot` for `top` to move into, if it can be: a sample waiting for its head's
+        prefill is there (no KV yet: it takes `top`'s slot), or the slot is free and what it
+        caches moves aside, above the feeding run, without giving up a cache more recent than one
+        kept - a verdict step may be about to continue it, and computing a prompt again costs more
+        than a gap does for a while."""
         owner = self._owner[slot]
-        return owner is None or (owner.generated == 0 and not owner.pending)
+        if owner is not None:
+            return owner not in feeding and owner.generated == 0 and not owner.pending
+        above = [s for s in range(top.slot + 1, self.slots) if self._owner[s] is None]
+        return self._move_aside(slot, above)
 
     def _sample(self, seq: _Seq, j: int) -> None:
         ll = self._ll

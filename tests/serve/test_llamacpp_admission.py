@@ -167,3 +167,43 @@ def test_a_sequence_beyond_a_finished_one_moves_down_and_goes_on_as_it_would_alo
     after_short = [sorted(set(step)) for step in steps if len(set(step)) == 2]
     assert after_short and all(ids == [0, 1] for ids in after_short), steps
     assert_same_within_kernel_rounding(asyncio.run(alone()).logprobs, moved.logprobs)
+
+
+def test_a_sequence_does_not_move_down_over_a_feedback_its_verdict_step_still_needs(bundled_model):
+    """No cache slots: a short feedback finishes in slot 0 while a long sample decodes in slot 1.
+    Moving the long one down would close the gap but overwrite the feedback with nowhere to keep
+    it, and its verdict step would compute the whole prompt again: the gap stays, and the verdict
+    step computes only the few tokens after the feedback."""
+    from serve.engines.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(ModelConfig(parallel=2, context_length=512, batch_tokens=128, cache_slots=0, threads=2))
+    feedback_prompt = "###Task: grade this answer about tides. " * 4 + "###Feedback: "
+
+    def request(text, max_tokens, **params):
+        return GenerationRequest(engine.tokenize(text), SamplingParams(max_tokens=max_tokens, temperature=0, **params),
+                                 prompt_text=text)
+
+    async def scenario():
+        await engine.start()
+        try:
+            feedback = asyncio.create_task(engine.generate(request(feedback_prompt, 6)))
+            while engine.stats()["busy_slots"] < 1:
+                await asyncio.sleep(0.005)
+            long = asyncio.create_task(engine.generate(request("Tell a long story about a lighthouse keeper.", 80)))
+            feedback = await feedback
+            for _ in range(3):  # decode steps of the long sample alone, beyond the gap
+                steps = engine.stats()["decode_steps"]
+                while engine.stats()["decode_steps"] == steps:
+                    await asyncio.sleep(0.005)
+            assert not long.done(), "the long sample finished first: the scenario needs it decoding"
+            before = engine.stats()["prompt_tokens_evaluated"]
+            verdict_text = feedback_prompt + feedback.samples[0].text + " [RESULT] "
+            verdict = await engine.generate(request(verdict_text, 1, choices=["1", "2", "3", "4", "5"]))
+            evaluated = engine.stats()["prompt_tokens_evaluated"] - before
+            assert evaluated <= 8, f"{evaluated} prompt tokens computed: the feedback's cache was overwritten"
+            assert verdict.samples[0].text in {"1", "2", "3", "4", "5"}
+            assert (await long).samples[0].completion_tokens == 80
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(scenario())
