@@ -7,6 +7,7 @@ holding a serialized `wandb_internal_pb2.Record`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import List
 
@@ -43,7 +44,15 @@ def read_records(path: Path) -> List["object"]:
     return [wandb_internal_pb2.Record.FromString(p) for p in payloads]
 
 
-def offline_run_file(out_dir: Path) -> Path:
+def offline_run_file(out_dir: Path, wait_s: float = 30.0) -> Path:
+    """The last offline run's transaction log, once complete. `run.finish()` returns before
+    wandb-core has written it out: its writer buffers the log (under 32 KiB: all of it) and closes
+    it ~0.1 s later, more on a busy machine - read at once, it can hold nothing but its header. The
+    log is complete when it ends with the `exit` record."""
     files = sorted(Path(out_dir).glob("wandb/offline-run-*/run-*.wandb"))
     assert files, f"no offline W&B run under {out_dir}/wandb"
+    deadline = time.monotonic() + wait_s
+    while not any(r.WhichOneof("record_type") == "exit" for r in read_records(files[-1])):
+        assert time.monotonic() < deadline, f"{files[-1]} has no exit record after {wait_s:.0f} s"
+        time.sleep(0.1)
     return files[-1]

@@ -25,7 +25,7 @@ from jobs.data.shards import prepare_output_dir
 from jobs.data.storage import StorageError, UriPath
 from jobs.errors import ConfigError, DatasetError, OutputError
 from tests.conftest import QUICKSTART, REPO
-from tests.wandb_records import read_records
+from tests.wandb_records import offline_run_file, read_records
 
 RUBRIC = {"criteria": "Is it right?", **{f"score{i}_description": f"level {i}" for i in range(1, 6)}}
 
@@ -229,8 +229,8 @@ def test_wandb_offline_run_references_the_s3_objects(ray_session, stub, write_js
     data = jsonl(rows(5))
     s3.client.put_object(Bucket=s3.bucket, Key="in/data.jsonl", Body=data)
     run(config(stub, f"{s3.uri}/in/data.jsonl", f"{s3.uri}/run", "tracking.mode=offline"))
-    (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    records = read_records(run_file)
+    (_,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    records = read_records(offline_run_file(tmp_path))
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     (scores,) = [a for a in artifacts if a.type == "scores"]
     entries = {e.path: e for e in scores.manifest.contents}
