@@ -87,6 +87,11 @@ class _Seq:
     def prefilling(self) -> bool:
         return self.generated == 0 and len(self.pending) > 0
 
+    @property
+    def waiting(self) -> bool:
+        """A sample waiting for its head's prefill: no KV yet, nothing to feed."""
+        return self.generated == 0 and not self.pending
+
 
 def _common_prefix(a: List[int], b: List[int]) -> int:
     n = min(len(a), len(b))
@@ -421,7 +426,7 @@ class BatchScheduler:
         as one run, where a move is one stream copy. Which slots it moves into: `_make_room`."""
         while True:
             top = max(feeding, key=lambda s: s.slot)
-            hole = next((s for s in range(top.slot) if self._make_room(s, top, feeding)), None)
+            hole = next((s for s in range(top.slot) if self._make_room(s, top)), None)
             if hole is None:
                 return
             was, waiting = top.slot, self._owner[hole]
@@ -434,7 +439,7 @@ class BatchScheduler:
             if waiting is not None:
                 waiting.slot = was
 
-    def _make_room(self, slot: int, top: _Seq, feeding: Dict[_Seq, int]) -> bool:
+    def _make_room(self, slot: int, top: _Seq) -> bool:
         """Ready `slot` for `top` to move into, if it can be: a sample waiting for its head's
         prefill is there (no KV yet: it takes `top`'s slot), or the slot is free and what it
         caches moves aside, above the feeding run, without giving up a cache more recent than one
@@ -442,7 +447,7 @@ class BatchScheduler:
         than a gap does for a while."""
         owner = self._owner[slot]
         if owner is not None:
-            return owner not in feeding and owner.generated == 0 and not owner.pending
+            return owner.waiting
         above = [s for s in range(top.slot + 1, self.slots) if self._owner[s] is None]
         return self._move_aside(slot, above)
 
