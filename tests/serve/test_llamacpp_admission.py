@@ -12,6 +12,12 @@ from tests.serve.llama_checks import RecordingLlama, assert_same_within_kernel_r
 pytestmark = pytest.mark.integration
 
 
+def _greedy_request(engine, text, max_tokens, **params):
+    """A greedy request for `text`, its text kept (as the route sends it) for cache matching."""
+    return GenerationRequest(engine.tokenize(text), SamplingParams(max_tokens=max_tokens, temperature=0, **params),
+                             prompt_text=text)
+
+
 def test_a_request_whose_admission_fails_fails_alone_and_the_engine_keeps_decoding(bundled_model):
     from serve.engines.llamacpp import LlamaCppEngine
 
@@ -96,8 +102,7 @@ def test_a_new_sequence_decodes_next_to_the_others_and_the_cache_it_displaces_su
             engine._scheduler._ll = recording
 
             def request(text, max_tokens, **params):
-                return GenerationRequest(engine.tokenize(text), SamplingParams(max_tokens=max_tokens, temperature=0, **params),
-                                         prompt_text=text)
+                return _greedy_request(engine, text, max_tokens, **params)
 
             long = asyncio.create_task(engine.generate(request("Tell a long story about a lighthouse keeper.", 200)))
             while engine.stats()["busy_slots"] < 1:
@@ -134,8 +139,7 @@ def test_a_sequence_beyond_a_finished_one_moves_down_and_goes_on_as_it_would_alo
     config = ModelConfig(parallel=3, context_length=512, batch_tokens=128, cache_slots=1, threads=2)
 
     def request(engine, text, max_tokens):
-        return GenerationRequest(engine.tokenize(text), SamplingParams(max_tokens=max_tokens, temperature=0, logprobs=2),
-                                 prompt_text=text)
+        return _greedy_request(engine, text, max_tokens, logprobs=2)
 
     async def alone():
         engine = LlamaCppEngine(config)
@@ -180,8 +184,7 @@ def test_a_sequence_does_not_move_down_over_a_feedback_its_verdict_step_still_ne
     feedback_prompt = "###Task: grade this answer about tides. " * 4 + "###Feedback: "
 
     def request(text, max_tokens, **params):
-        return GenerationRequest(engine.tokenize(text), SamplingParams(max_tokens=max_tokens, temperature=0, **params),
-                                 prompt_text=text)
+        return _greedy_request(engine, text, max_tokens, **params)
 
     async def scenario():
         await engine.start()
