@@ -166,6 +166,9 @@ class BenchConfig:
     # The llama-server binary; null: the build for the installed llama-cpp-python in
     # ~/.cache/judgefleet/llama-server/<version>/ (python -m benchmarks.build_llama_server).
     llama_server: Optional[str] = None
+    # Times every method runs, each round in the reverse order of the one before; rows are medians
+    # and ratios the median of each round's (jobs/bench/rounds.py). >1 on a machine whose speed drifts.
+    rounds: int = 1
     # llama-server's --parallel values to try; the bench reports each and keeps the best.
     llama_server_parallel: List[int] = field(default_factory=lambda: [1, 2, 4, 8])
     # vLLM's --max-num-seqs (and the client's requests in flight).
@@ -310,8 +313,8 @@ def validate(cfg: JobConfig) -> None:
     unknown = [m for m in cfg.bench.methods if m not in BENCH_METHODS]
     if unknown or not cfg.bench.methods:
         raise ConfigError(f"bench.methods: {unknown or 'empty'}; choose from {', '.join(BENCH_METHODS)}")
-    for key, value, low in (("study.repeats", cfg.study.repeats, 1), ("study.resamples", cfg.study.resamples, 100),
-                            ("study.speed_rows", cfg.study.speed_rows, 0)):
+    for key, value, low in (("bench.rounds", cfg.bench.rounds, 1), ("study.repeats", cfg.study.repeats, 1),
+                            ("study.resamples", cfg.study.resamples, 100), ("study.speed_rows", cfg.study.speed_rows, 0)):
         if value < low:
             raise ConfigError(f"{key}: must be at least {low}, got {value}")
     if d.limit is not None and d.limit < 0:

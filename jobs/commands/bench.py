@@ -9,6 +9,7 @@
 - llama-server, vllm-server: the peers a CPU user would pick, each its own OpenAI server with a
   concurrent client (jobs/bench/peers.py).
 
+With bench.rounds > 1 every method runs that many times, in alternating order (jobs/bench/rounds.py).
 Each is timed from its first request to its last answer (start-up reported apart), with the peak
 memory of its server's process tree by PSS and USS. Writes bench.json and bench.md under
 output.dir/bench: the methods' table, the article-style speed and cost table
@@ -26,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from jobs.bench import rounds
 from jobs.bench.client import method_result as _result
 from jobs.bench.peers import Skipped, llama_server_method, vllm_server_method
 from jobs.bench.table import describe, hardware, seed_markdown, seed_table
@@ -56,25 +58,30 @@ def run(cfg: JobConfig, console=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     runners = {"article": _article, "engine": _engine, "judgefleet": _judgefleet,
                "llama-server": _peer(llama_server_method, console), "vllm-server": _peer(vllm_server_method, console)}
-    results: Dict[str, dict] = {}
+    per_round: List[Dict[str, dict]] = [{} for _ in range(cfg.bench.rounds)]
+    skipped = set()
     lineage = Lineage.start(cfg, "bench", out_dir)
     failed = True
     try:
         lineage.use_dataset(resolve_paths(cfg.dataset.path, cfg.dataset.format),
                             {"format": cfg.dataset.format, "limit": cfg.dataset.limit})
-        for method in cfg.bench.methods:
-            console.print(f"[bold]bench[/] {method}: {len(rows)} rows x {cfg.sampling.num_samples} samples ...")
+        for round_, method in rounds.schedule(cfg.bench.methods, cfg.bench.rounds):
+            if method in skipped:
+                continue
+            of = f" (round {round_ + 1} of {cfg.bench.rounds})" if cfg.bench.rounds > 1 else ""
+            console.print(f"[bold]bench[/] {method}{of}: {len(rows)} rows x {cfg.sampling.num_samples} samples ...")
             time.sleep(3)  # let the previous method's processes finish exiting: the cores are shared
             try:
-                results[method] = runners[method](cfg, rows, member, out_dir)
-            except Skipped as skipped:
-                console.print(str(skipped), markup=False, highlight=False, soft_wrap=True)
+                result = per_round[round_][method] = runners[method](cfg, rows, member, out_dir)
+            except Skipped as why:
+                console.print(str(why), markup=False, highlight=False, soft_wrap=True)
+                skipped.add(method)  # what is missing now is missing in every round
                 continue
-            console.print(f"  {results[method]['samples_per_s']:.3f} samples/s, {results[method]['time_s']:.1f} s")
-        report = _report(cfg, rows, member, results)
+            console.print(f"  {result['samples_per_s']:.3f} samples/s, {result['time_s']:.1f} s")
+        report = _report(cfg, rows, member, per_round)
         write_json(out_dir / "bench.json", report)
         (out_dir / "bench.md").write_text(markdown(report))
-        lineage.log_report({f"{m}/samples_per_s": r["samples_per_s"] for m, r in results.items()},
+        lineage.log_report({f"{m}/samples_per_s": r["samples_per_s"] for m, r in report["results"].items()},
                            [out_dir / "bench.json", out_dir / "bench.md"], kind="bench-report",
                            name=Path(cfg.output.dir).resolve().name)
         failed = False
@@ -203,12 +210,8 @@ def _answered(output_dir: Path) -> int:
     )
 
 
-def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
-    ratios = {}
-    for a, b in (("judgefleet", "article"), ("judgefleet", "engine"), ("engine", "article"),
-                 ("judgefleet", "llama-server"), ("llama-server", "article"), ("judgefleet", "vllm-server")):
-        if a in results and b in results and results[b]["samples_per_s"]:
-            ratios[f"{a}/{b}"] = round(results[a]["samples_per_s"] / results[b]["samples_per_s"], 3)
+def _report(cfg: JobConfig, rows, member, per_round: List[Dict[str, dict]]) -> dict:
+    results, ratios, ratios_by_round = rounds.combine(per_round)
     evaluation_rows = cfg.bench.evaluation_rows or len(rows)
     judgments = evaluation_rows * cfg.sampling.num_samples
     costs = [{"method": c.pop("name"), **c} for method, r in results.items()
@@ -225,8 +228,10 @@ def _report(cfg: JobConfig, rows, member, results: Dict[str, dict]) -> dict:
         "top_p": cfg.sampling.top_p,
         "model": member.model,
         "engine": redact(asdict(member)),  # a member's env and engine_kwargs may hold credentials
+        "rounds": len(per_round),
         "results": results,
         "ratios": ratios,
+        "ratios_by_round": ratios_by_round,
         "evaluation": {"rows": evaluation_rows, "judgments": judgments},
         "costs": costs,
         "seed_table": seed_table(results, cfg.bench.machines, hw),
@@ -253,6 +258,13 @@ def markdown(r: dict) -> str:
                   "| method | time s | start-up s | rows/s | samples/s | scored samples/s | parse rate | prompt tok/s | completion tok/s | peak PSS MiB (USS) |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
                   *[_row(f"llama-server -np {n}", m) for n, m in by_n.items()], ""]
+    if r.get("rounds", 1) > 1:
+        lines += [f"{r['rounds']} rounds, each in the reverse order of the one before; a method's row is its "
+                  "median round (the lower middle one), a ratio the median of the rounds' ratios.", "",
+                  "| method | " + " | ".join(f"round {i + 1}" for i in range(r["rounds"])) + " |",
+                  "| --- |" + " --- |" * r["rounds"],
+                  *[f"| {name} | " + " | ".join(map(str, m["rounds"])) + " |" for name, m in r["results"].items()],
+                  *[f"| {k} | " + " | ".join(map(str, v)) + " |" for k, v in r["ratios_by_round"].items()], ""]
     if r["ratios"]:
         lines += ["Ratios of samples/s: " + ", ".join(f"{k} = {v}" for k, v in r["ratios"].items()) + ".", ""]
     lines += [

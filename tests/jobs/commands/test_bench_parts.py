@@ -133,7 +133,9 @@ def test_the_client_can_ask_for_the_samples_with_n_in_one_request(stub):
     rows = [(f"r{i}", f"prompt {i}") for i in range(5)]
     stats = asyncio.run(run_requests(stub.url, requests_for(rows, settings, use_n=True), in_flight=2, mode="absolute"))
     assert stats.requests == 5 and stats.answered == 15 and stats.scored == 15
-    assert all(b["n"] == 3 and b["seed"] == sample_seed(0, f"r{i}") for i, b in enumerate(stub.stats.bodies))
+    # Two in flight: the stub may receive them in any order; each carries its own row's seed.
+    seeds = {b["prompt"]: (b["n"], b["seed"]) for b in stub.stats.bodies}
+    assert seeds == {settings.format_prompt(f"prompt {i}"): (3, sample_seed(0, f"r{i}")) for i in range(5)}
 
 
 def test_the_client_counts_failed_requests_and_goes_on(stub):
@@ -264,3 +266,77 @@ def test_the_build_compiles_the_sdists_vendored_llama_cpp_and_caches_the_binary(
     assert path == tmp_path / "cache" / "llama-server" / "9.9.9" / "llama-server"
     assert subprocess.run([str(path)], capture_output=True, text=True).stdout.strip() == "stand-in"
     assert seconds > 0 and "9.9.9" in (path.parent / "BUILD.txt").read_text()
+
+
+# -- rounds on a machine whose speed drifts ------------------------------------------------
+
+
+def test_rounds_alternate_the_order_so_a_steady_drift_favours_no_method():
+    from jobs.bench.rounds import schedule
+
+    assert schedule(["a", "b", "c"], 1) == [(0, "a"), (0, "b"), (0, "c")]
+    order = schedule(["a", "b", "c"], 4)
+    assert [m for _, m in order] == list("abccbaabccba") and [r for r, _ in order] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    # Under a machine that slows by the same step after every run, each method's mean position is the same.
+    positions = {m: sum(i for i, (_, n) in enumerate(order) if n == m) for m in "abc"}
+    assert len(set(positions.values())) == 1
+
+
+def test_a_methods_row_is_its_median_round_and_a_ratio_the_median_of_each_rounds_ratio():
+    from jobs.bench.client import method_result
+    from jobs.bench.rounds import combine
+
+    def res(rate, how):
+        return method_result(4, 12, 12, 100, 200, 12 / rate, 1.0, how)
+
+    per_round = [{"judgefleet": res(0.6, "r1"), "engine": res(0.75, "r1")},
+                 {"judgefleet": res(0.4, "r2"), "engine": res(0.45, "r2")},   # a slow spell hits both
+                 {"judgefleet": res(0.5, "r3"), "engine": res(0.6, "r3")}]
+    rows, ratios, by_round = combine(per_round)
+    assert rows["judgefleet"]["how"] == "r3" and rows["judgefleet"]["rounds"] == [0.6, 0.4, 0.5]
+    assert by_round["judgefleet/engine"] == [0.8, 0.889, 0.833] and ratios["judgefleet/engine"] == 0.833
+    # Two rounds: the lower middle one is the row (a lucky round is never the row); the ratio their mean.
+    rows, ratios, _ = combine(per_round[:2])
+    assert rows["engine"]["how"] == "r2" and ratios["judgefleet/engine"] == pytest.approx((0.8 + 0.889) / 2, abs=1e-3)
+    # One round: the row as measured, with no `rounds` list.
+    rows, ratios, _ = combine(per_round[:1])
+    assert "rounds" not in rows["engine"] and ratios == {"judgefleet/engine": 0.8}
+
+
+def test_bench_runs_every_method_each_round_in_alternating_order_and_reports_each_round(tmp_path, monkeypatch):
+    from jobs.bench.client import method_result
+
+    calls = []
+
+    def fake(name, rates):
+        def run(cfg, rows, member, out_dir):
+            calls.append(name)
+            if name == "llama-server":
+                raise Skipped("llama-server: not built")
+            rate = rates[sum(c == name for c in calls) - 1]
+            return method_result(len(rows), 3 * len(rows), 3 * len(rows), 10, 20, 3 * len(rows) / rate, 0.5, name)
+        return run
+
+    monkeypatch.setattr(bench, "_article", fake("article", [0.30, 0.20]))
+    monkeypatch.setattr(bench, "_engine", fake("engine", [0.70, 0.50]))
+    monkeypatch.setattr(bench, "_judgefleet", fake("judgefleet", [0.60, 0.45]))
+    monkeypatch.setattr(bench, "_peer", lambda method, console: fake("llama-server", []))
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    cfg = load_config(REPO / "conf" / "bench.yaml", [f"output.dir={tmp_path}", "tracking.mode=disabled", "bench.rounds=2",
+                                                     "bench.methods=[article,engine,judgefleet,llama-server]"])
+    report = bench.run(cfg, console=Console(file=open(os.devnull, "w")))
+    # Round 2 runs backwards; a method skipped once is not tried again.
+    assert calls == ["article", "engine", "judgefleet", "llama-server", "judgefleet", "engine", "article"]
+    assert report["rounds"] == 2 and report["results"]["judgefleet"]["rounds"] == [0.6, 0.45]
+    assert report["results"]["judgefleet"]["samples_per_s"] == 0.45  # the lower middle round
+    assert report["ratios_by_round"]["judgefleet/article"] == [2.0, 2.25] and report["ratios"]["judgefleet/article"] == 2.125
+    md = (tmp_path / "bench" / "bench.md").read_text()
+    assert "| judgefleet | 0.6 | 0.45 |" in md and "| judgefleet/article | 2.0 | 2.25 |" in md
+    assert "Ratios of samples/s: judgefleet/article = 2.125" in md
+
+
+def test_bench_config_rejects_fewer_than_one_round():
+    from jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bench.rounds"):
+        load_config(REPO / "conf" / "bench.yaml", ["bench.rounds=0"])
