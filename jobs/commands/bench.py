@@ -261,7 +261,7 @@ def markdown(r: dict) -> str:
     if r.get("rounds", 1) > 1:
         lines += [f"{r['rounds']} rounds, each in the reverse order of the one before; a method's row is its "
                   "median round (the lower middle one), a ratio the median of the rounds' ratios.", "",
-                  "| method | " + " | ".join(f"round {i + 1}" for i in range(r["rounds"])) + " |",
+                  "| samples/s of, or ratio | " + " | ".join(f"round {i + 1}" for i in range(r["rounds"])) + " |",
                   "| --- |" + " --- |" * r["rounds"],
                   *[f"| {name} | " + " | ".join(map(str, m["rounds"])) + " |" for name, m in r["results"].items()],
                   *[f"| {k} | " + " | ".join(map(str, v)) + " |" for k, v in r["ratios_by_round"].items()], ""]
