@@ -2,6 +2,7 @@
 everyone else. Real bundled model, driven directly (no Ray, no HTTP)."""
 
 import asyncio
+import functools
 
 import pytest
 
@@ -101,8 +102,7 @@ def test_a_new_sequence_decodes_next_to_the_others_and_the_cache_it_displaces_su
             recording = RecordingLlama(engine._scheduler._ll)
             engine._scheduler._ll = recording
 
-            def request(text, max_tokens, **params):
-                return _greedy_request(engine, text, max_tokens, **params)
+            request = functools.partial(_greedy_request, engine)
 
             long = asyncio.create_task(engine.generate(request("Tell a long story about a lighthouse keeper.", 200)))
             while engine.stats()["busy_slots"] < 1:
@@ -183,8 +183,7 @@ def test_a_sequence_does_not_move_down_over_a_feedback_its_verdict_step_still_ne
     engine = LlamaCppEngine(ModelConfig(parallel=2, context_length=512, batch_tokens=128, cache_slots=0, threads=2))
     feedback_prompt = "###Task: grade this answer about tides. " * 4 + "###Feedback: "
 
-    def request(text, max_tokens, **params):
-        return _greedy_request(engine, text, max_tokens, **params)
+    request = functools.partial(_greedy_request, engine)
 
     async def scenario():
         await engine.start()
